@@ -1,0 +1,504 @@
+"""Threat and incitement analysis of transcript text with rules that explain themselves: a
+lexicon of UK drill / road slang (`data/lexicon.csv`) gives weak evidence (a weapon or violence
+word), and regular-expression patterns (`data/patterns.toml`) give strong evidence (an explicit
+threat, a call to violence, a boast of having hurt someone). Hits inside a negated clause ("I'm not
+going to stab anyone") are dropped, and hits in reported speech or quotation ("he said 'I'll kill
+you'") keep only `REPORTED_FACTOR` of their weight. Analysers are pluggable (`TextAnalyser`): a
+learned classifier can be passed next to the default rule analysers."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Protocol
+
+from pipelines.types import ThreatHit, TranscriptSegment, Word
+
+FLAG_THRESHOLD = 0.5  # a line whose `text_threat_score` reaches this counts as threatening
+SLANG_ONLY_CAP = 0.45  # lexicon hits alone never reach FLAG_THRESHOLD
+REPORTED_FACTOR = 0.3  # weight kept by a hit in reported speech or quotation
+NEGATION_LOOKBACK = 4  # words before a hit searched for "not", "never", "don't" ...
+
+LEXICON_CATEGORIES = frozenset({"weapon", "violence", "target", "taunt", "neutral"})
+PATTERN_CATEGORIES = frozenset({"threat", "call_to_action", "taunt"})
+
+_NEGATORS = frozenset(
+    {"not", "never", "nobody", "noone", "ain't", "aint", "cannot", "dont", "wont", "cant",
+     "didnt", "wouldnt", "shouldnt", "couldnt", "isnt", "arent", "wasnt", "werent"}
+)  # fmt: skip
+_CLAUSE_BREAKS = frozenset(
+    {".", ",", "!", "?", ";", ":", "but", "if", "or", "so", "then", "cause", "cuz", "cos",
+     "because", "when", "unless", "otherwise", "else", "though", "while"}
+)  # fmt: skip
+_SUBJECTS = frozenset(
+    {"i", "i'm", "im", "i'll", "i'd", "i've", "we", "we're", "we'll", "we'd", "you", "you're",
+     "you'll", "u", "he", "he's", "he'll", "she", "she's", "she'll", "they", "they're", "they'll",
+     "man", "mans", "imma", "ima", "i'ma"}
+)  # fmt: skip
+_FIRST_PERSON = frozenset({"i", "we", "i've", "we've", "i'd", "we'd", "i'm", "we're", "man"})
+_REPORTING_VERBS = frozenset(
+    {"said", "says", "say", "saying", "told", "tells", "telling", "asked", "asks", "wrote",
+     "writes", "sang", "sings", "rapped", "raps", "shouted", "yelled", "screamed"}
+)  # fmt: skip
+_REPORTER_SKIP = frozenset({"just", "then", "always", "literally", "even", "once", "also", "like"})
+
+_TOKEN = re.compile(r"[a-z0-9']+|[.,!?;:]")
+_MEDIA_FRAME = re.compile(
+    r"\b(?:quote|quoted|quoting)\b|\b(?:film|movie|scene|song|track|lyrics?|line|character|episode"
+    r"|show|series|game|book|video|clip|documentary|trailer)\s+(?:where|when|in\s+which|that\s+goes"
+    r"|goes|says)\b"
+)
+# Quotations: "...", or '...' where the opening quote is not an elision ('em, 'cause, 'bout).
+_QUOTED = re.compile(
+    r"\"[^\"]+\"|(?<![\w'])'(?!(?:em|cause|cos|bout|til|round|n)\b)(?=\w).+?(?<=[\w.!?,])'(?!\w)"
+)
+_CHAR_FOLD = str.maketrans(
+    {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'", "\u201c": '"',
+     "\u201d": '"', "\u00a0": " "}
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SpanHit:
+    """A piece of evidence located by character offsets in the analysed text (end exclusive)."""
+
+    start: int
+    end: int
+    rule: str  # "lexicon:<term>", "pattern:<name>", "classifier:<model>"
+    category: str
+    meaning: str
+    weight: float
+
+
+class TextAnalyser(Protocol):
+    """Finds threatening evidence in one line of text; `name` must be unique among analysers."""
+
+    @property
+    def name(self) -> str: ...
+
+    def find(self, text: str) -> list[SpanHit]:
+        """Return the hits in `text`, with offsets into `text` itself."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LexiconEntry:
+    """One row of `data/lexicon.csv`; `regex` matches the term and all its variants."""
+
+    term: str
+    variants: tuple[str, ...]
+    meaning: str
+    category: str
+    weight: float
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreatPattern:
+    """One `[[patterns]]` entry of `data/patterns.toml`, fragments expanded and compiled."""
+
+    name: str
+    category: str
+    meaning: str  # template with {subj}, {obj}, {act}
+    weight: float
+    regex: re.Pattern[str]
+
+
+def _data_text(name: str) -> str:
+    return (files("pipelines") / "data" / name).read_text(encoding="utf-8")
+
+
+def _normalise(text: str) -> str:
+    """Lower-case and straighten quotes, keeping every character at its offset."""
+    folded = text.translate(_CHAR_FOLD)
+    lowered = folded.lower()
+    if len(lowered) == len(folded):
+        return lowered
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in folded)  # e.g. "İ"
+
+
+def _phrase_regex(phrase: str) -> str:
+    # A space matches any run of whitespace, a hyphen may be a space or absent ("t-shirt").
+    return re.escape(phrase).replace(r"\ ", r"\s+").replace(r"\-", r"[-\s]?")
+
+
+@cache
+def load_lexicon() -> tuple[LexiconEntry, ...]:
+    """Read and validate `data/lexicon.csv`; raises ValueError naming the bad line."""
+    entries = []
+    seen: dict[str, int] = {}
+    reader = csv.DictReader(io.StringIO(_data_text("lexicon.csv")))
+    if reader.fieldnames != ["term", "variants", "meaning", "category", "weight"]:
+        raise ValueError(f"lexicon.csv: unexpected columns {reader.fieldnames}")
+    for line, row in enumerate(reader, start=2):
+        term = row["term"].strip().lower()
+        variants = tuple(v.strip().lower() for v in row["variants"].split("|") if v.strip())
+        category, weight = row["category"].strip(), float(row["weight"])
+        where = f"lexicon.csv line {line} ({term!r})"
+        if not term or not row["meaning"].strip():
+            raise ValueError(f"{where}: term and meaning are required")
+        if category not in LEXICON_CATEGORIES:
+            raise ValueError(f"{where}: category {category!r} not in {sorted(LEXICON_CATEGORIES)}")
+        if (category == "neutral") != (weight == 0) or not 0 <= weight <= 0.6:
+            raise ValueError(f"{where}: weight {weight} (neutral must be 0, others 0 < w <= 0.6)")
+        for spelling in (term, *variants):
+            if spelling in seen:
+                raise ValueError(f"{where}: {spelling!r} already on line {seen[spelling]}")
+            seen[spelling] = line
+        alternatives = sorted((term, *variants), key=len, reverse=True)
+        regex = re.compile(r"(?<!\w)(?:" + "|".join(map(_phrase_regex, alternatives)) + r")(?!\w)")
+        entries.append(
+            LexiconEntry(term, variants, row["meaning"].strip(), category, weight, regex)
+        )
+    return tuple(entries)
+
+
+def _expand(template: str, fragments: dict[str, str], depth: int = 0) -> str:
+    if depth > 10:
+        raise ValueError("patterns.toml: fragments nest too deeply (a fragment uses itself?)")
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in fragments:
+            raise ValueError(f"patterns.toml: unknown fragment {{{name}}}")
+        return "(?:" + _expand(fragments[name], fragments, depth + 1) + ")"
+
+    return re.sub(r"\{([a-z_]+)\}", replace, template)
+
+
+@cache
+def load_patterns() -> tuple[ThreatPattern, ...]:
+    """Read, expand and compile `data/patterns.toml`; raises ValueError on a bad entry."""
+    data = tomllib.loads(_data_text("patterns.toml"))
+    fragments = data.get("fragments", {})
+    patterns: list[ThreatPattern] = []
+    for entry in data["patterns"]:
+        name, category, weight = entry["name"], entry["category"], float(entry["weight"])
+        if category not in PATTERN_CATEGORIES or not 0.7 <= weight <= 0.95:
+            raise ValueError(f"patterns.toml {name!r}: category {category!r} / weight {weight}")
+        if name in (p.name for p in patterns):
+            raise ValueError(f"patterns.toml: duplicate pattern name {name!r}")
+        try:
+            regex = re.compile(_expand(entry["regex"], fragments), re.IGNORECASE | re.VERBOSE)
+            entry["meaning"].format(subj="", obj="", act="")
+        except (re.error, KeyError, IndexError) as error:
+            raise ValueError(f"patterns.toml {name!r}: {error!r}") from error
+        patterns.append(ThreatPattern(name, category, entry["meaning"], weight, regex))
+    return tuple(patterns)
+
+
+def _data_digest() -> str:
+    data = _data_text("lexicon.csv") + _data_text("patterns.toml")
+    return hashlib.sha256(data.encode()).hexdigest()[:8]
+
+
+# The rules' version for reports: hand-bumped number + digest of both data files.
+LEXICON_VERSION = "1+" + _data_digest()
+
+
+# --- context: negation and reported speech ---------------------------------------------------
+# Negation: a hit is dropped when "not", "never", "n't" (but not "can't wait"), "nobody" or
+# "no one" occurs inside it (for patterns: inside their `core` group), or, when the hit does not
+# start with its own subject, among the 4 words before it, stopping at punctuation, a conjunction
+# ("but", "if", "cause" ...) or a subject ("I'm not going to stab anyone", "I would never shoot",
+# "don't kill him"; but "if you don't pay, we'll wet you" stays a threat).
+# Reported speech: a hit keeps REPORTED_FACTOR of its weight when it lies inside quotation marks
+# (unless the speaker introduces the quote: "I told him '...'"), or when earlier in its sentence
+# someone other than the speaker is said to say it ("he said ...", "they was saying ...") or a
+# film/song/scene frames it ("the film where he says ..."). Reports after the quote ("... he
+# said") are not recognised; transcripts seldom punctuate them anyway.
+
+
+def _tokens(text: str) -> list[tuple[int, int, str]]:
+    return [(m.start(), m.end(), m.group().strip("'") or "'") for m in _TOKEN.finditer(text)]
+
+
+def _is_negator(tokens: list[tuple[int, int, str]], i: int) -> bool:
+    word = tokens[i][2]
+    following = tokens[i + 1][2] if i + 1 < len(tokens) else ""
+    if word == "no":
+        return following == "one"
+    if word in _NEGATORS or word.endswith("n't"):
+        return following != "wait"  # "can't wait to ride on them" is eager, not negated
+    return False
+
+
+def _is_negated(text: str, start: int, end: int) -> bool:
+    """True when a negator sits inside [start, end) or, unless the span opens with its own subject
+    ("I'll ..."), among the `NEGATION_LOOKBACK` words before it in the same clause."""
+    tokens = _tokens(text)
+    inside = [i for i, (s, e, _) in enumerate(tokens) if s >= start and e <= end]
+    if any(_is_negator(tokens, i) for i in inside):
+        return True
+    if inside and tokens[inside[0]][2] in _SUBJECTS:
+        return False
+    first = next((i for i, t in enumerate(tokens) if t[0] >= start), len(tokens))
+    for i in range(first - 1, max(first - 1 - NEGATION_LOOKBACK, -1), -1):
+        word = tokens[i][2]
+        if word in _CLAUSE_BREAKS:
+            break
+        if _is_negator(tokens, i):
+            return True
+        if word in _SUBJECTS:
+            break
+    return False
+
+
+def _reporter_is_speaker(tokens: list[tuple[int, int, str]], verb_index: int) -> bool | None:
+    """Who utters the reported words: True for I/we, False for anyone else, None for nobody
+    (an imperative "tell him ...")."""
+    for i in range(verb_index - 1, max(verb_index - 4, -1), -1):
+        word = tokens[i][2]
+        if word in _REPORTER_SKIP:
+            continue
+        if word in _CLAUSE_BREAKS:
+            return None
+        return word in _FIRST_PERSON
+    return None
+
+
+def _is_reported(text: str, start: int, end: int) -> bool:
+    """True when [start, end) is quoted, or follows "he said" / "the film where" in its sentence.
+    Quotes count unless the speaker introduces them ("I told him 'I'll wet you'")."""
+    quote = next((q for q in _QUOTED.finditer(text) if q.start() < start and end <= q.end()), None)
+    anchor = quote.start() if quote else start
+    sentence_start = max(text.rfind(c, 0, anchor) for c in ".!?") + 1
+    prefix = text[sentence_start:anchor]
+    if _MEDIA_FRAME.search(prefix):
+        return True
+    tokens = _tokens(prefix)
+    reporters = [
+        _reporter_is_speaker(tokens, i) for i, t in enumerate(tokens) if t[2] in _REPORTING_VERBS
+    ]
+    if quote:
+        return not reporters or reporters[-1] is not True
+    return any(r is False for r in reporters)
+
+
+# --- the rule analysers ------------------------------------------------------------------------
+
+_SPEAKER_LABELS = {"i": "the speaker (I)", "imma": "the speaker (I)", "i'ma": "the speaker (I)",
+                   "ima": "the speaker (I)", "we": "the speaker's group (we)",
+                   "man": "the speaker (man)", "mans": "the speaker (man)"}  # fmt: skip
+_LISTENER = frozenset({"you", "u", "ya", "yu", "yuh", "y'all", "yall"})
+
+
+def _label_speaker(words: str) -> str:
+    if words.startswith("me and "):
+        return f"the speaker and {words[7:]}"
+    return _SPEAKER_LABELS.get(words, f'"{words}"')
+
+
+def _label_target(words: str) -> str:
+    if words in _LISTENER or words.startswith("you "):
+        return f"the listener ({words})"
+    if words in {"him", "her", "he", "she"}:
+        return f"a third person ({words})"
+    if words in {"them", "'em", "dem", "they"}:
+        return f"others ({words})"
+    if "opp" in words:
+        return f"rivals ({words})"
+    return f'"{words}"'
+
+
+def _first_group(match: re.Match[str], base: str) -> str | None:
+    names = sorted(k for k, v in match.groupdict().items() if v is not None)
+    return next((k for k in names if re.fullmatch(base + r"\d*", k)), None)
+
+
+def _explain(pattern: ThreatPattern, match: re.Match[str], text: str) -> str:
+    """Fill the pattern's meaning template with who threatens whom, as transcribed."""
+
+    def words(start: int, end: int) -> str:
+        return " ".join(text[start:end].split())
+
+    subj_group, obj_group = _first_group(match, "subj"), _first_group(match, "obj")
+    act_group = _first_group(match, "act") or _first_group(match, "core")
+    obj = _label_target(words(*match.span(obj_group)).lower()) if obj_group else "someone"
+    subj = _label_speaker(words(*match.span(subj_group)).lower()) if subj_group else "the speaker"
+    act_start, act_end = match.span(act_group) if act_group else match.span()
+    if obj_group and act_start <= match.start(obj_group) and match.end(obj_group) <= act_end:
+        act = (
+            words(act_start, match.start(obj_group))
+            + f" {obj} "
+            + words(match.end(obj_group), act_end)
+        )
+    else:
+        act = words(act_start, act_end)
+    return pattern.meaning.format(subj=subj, obj=obj, act=" ".join(act.split()))
+
+
+def _in_context(text: str, hit: SpanHit, negation_span: tuple[int, int]) -> SpanHit | None:
+    """Apply the negation and reported-speech rules to one hit."""
+    if _is_negated(text, *negation_span):
+        return None
+    if _is_reported(text, hit.start, hit.end):
+        return SpanHit(
+            hit.start,
+            hit.end,
+            hit.rule,
+            hit.category,
+            hit.meaning + " (reported speech or quotation: down-weighted)",
+            round(hit.weight * REPORTED_FACTOR, 4),
+        )
+    return hit
+
+
+class LexiconAnalyser:
+    """Slang and weapon words from `data/lexicon.csv`. Overlapping matches keep the longest
+    ("zombie knife" over "knife"); neutral terms take part in that and then give no hit, so they
+    mask weaker readings ("peng ting" is a girl, not a gun)."""
+
+    name = "lexicon"
+
+    def find(self, text: str) -> list[SpanHit]:
+        """Return one hit per non-overlapping lexicon match, after negation/reporting rules."""
+        norm = _normalise(text)
+        candidates = [
+            (m.start(), m.end(), entry)
+            for entry in load_lexicon()
+            for m in entry.regex.finditer(norm)
+        ]
+        candidates.sort(key=lambda c: (c[0] - c[1], c[0]))
+        taken: list[tuple[int, int]] = []
+        hits = []
+        for start, end, entry in candidates:
+            if any(start < e and s < end for s, e in taken):
+                continue
+            taken.append((start, end))
+            if entry.category == "neutral":
+                continue
+            hit = SpanHit(
+                start, end, f"lexicon:{entry.term}", entry.category, entry.meaning, entry.weight
+            )
+            kept = _in_context(norm, hit, (start, end))
+            if kept is not None:
+                hits.append(kept)
+        return hits
+
+
+class PatternAnalyser:
+    """Explicit threats, calls to action and boasts from `data/patterns.toml`. A match inside a
+    longer match of at most the same weight is dropped (the longer one explains more)."""
+
+    name = "patterns"
+
+    def find(self, text: str) -> list[SpanHit]:
+        """Return one hit per pattern match, after negation/reporting rules."""
+        norm = _normalise(text)
+        hits = []
+        for pattern in load_patterns():
+            for match in pattern.regex.finditer(norm):
+                if match.end() == match.start():
+                    continue
+                hit = SpanHit(
+                    match.start(),
+                    match.end(),
+                    f"pattern:{pattern.name}",
+                    pattern.category,
+                    _explain(pattern, match, text),
+                    pattern.weight,
+                )
+                core = match.span("core") if match.groupdict().get("core") else match.span()
+                kept = _in_context(norm, hit, core)
+                if kept is not None:
+                    hits.append(kept)
+        return [h for h in hits if not any(_explains(other, h) for other in hits)]
+
+
+def _explains(longer: SpanHit, hit: SpanHit) -> bool:
+    """True when `longer` strictly contains `hit` and weighs at least as much: "I'll stab you"
+    needs no separate "stab you" order once the threat is reported."""
+    contains = longer.start <= hit.start and hit.end <= longer.end
+    strictly = (longer.start, longer.end) != (hit.start, hit.end)
+    return contains and strictly and longer.weight >= hit.weight
+
+
+DEFAULT_ANALYSERS: tuple[TextAnalyser, ...] = (LexiconAnalyser(), PatternAnalyser())
+
+
+def _find_all(text: str, analysers: Sequence[TextAnalyser] | None) -> list[SpanHit]:
+    chosen = DEFAULT_ANALYSERS if analysers is None else tuple(analysers)
+    names = [a.name for a in chosen]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"analyser names must be unique, repeated: {duplicates}")
+    hits = [hit for analyser in chosen for hit in analyser.find(text)]
+    return sorted(hits, key=lambda h: (h.start, h.end, h.rule))
+
+
+# --- public API -------------------------------------------------------------------------------
+
+
+def analyse_text(text: str, analysers: Sequence[TextAnalyser] | None = None) -> list[ThreatHit]:
+    """Find threatening evidence in one line of text; hits carry times 0 (no timing known).
+
+    `analysers` defaults to `DEFAULT_ANALYSERS` (lexicon and patterns); their names must be unique.
+    """
+    return [
+        ThreatHit(0.0, 0.0, text[h.start : h.end], h.rule, h.category, h.meaning, h.weight,
+                  text.strip())
+        for h in _find_all(text, analysers)
+    ]  # fmt: skip
+
+
+def _word_spans(text: str, words: Sequence[Word]) -> list[tuple[int, int] | None]:
+    """Character span of each word in `text`, found in order; None where a word can't be placed
+    (the words between two found words must be only spaces and punctuation)."""
+    norm, cursor = _normalise(text), 0
+    spans: list[tuple[int, int] | None] = []
+    for word in words:
+        needle = _normalise(word.text).strip()
+        at = norm.find(needle, cursor) if needle else -1
+        if at < 0 or any(c.isalnum() for c in norm[cursor:at]):
+            spans.append(None)
+            continue
+        spans.append((at, at + len(needle)))
+        cursor = at + len(needle)
+    return spans
+
+
+def analyse_transcript(
+    segments: Sequence[TranscriptSegment], analysers: Sequence[TextAnalyser] | None = None
+) -> list[ThreatHit]:
+    """Find threatening evidence in every segment. A hit's start/end are those of the words its
+    matched characters cover when the segment has word timestamps, else the segment's own."""
+    found = []
+    for segment in segments:
+        text = segment.text or "".join(w.text for w in segment.words)
+        spans = _word_spans(text, segment.words)
+        for h in _find_all(text, analysers):
+            covered = [
+                w for w, span in zip(segment.words, spans, strict=True)
+                if span is not None and span[0] < h.end and h.start < span[1]
+            ]  # fmt: skip
+            start = min((w.start for w in covered), default=segment.start)
+            end = max((w.end for w in covered), default=segment.end)
+            found.append(
+                ThreatHit(start, end, text[h.start : h.end], h.rule, h.category, h.meaning,
+                          h.weight, text.strip())
+            )  # fmt: skip
+    return found
+
+
+def text_threat_score(hits: Iterable[ThreatHit]) -> float:
+    """Score 0..1 of one line/segment from its hits: noisy-or of the weights
+    (1 - prod(1 - w)). Lexicon hits alone are capped at `SLANG_ONLY_CAP`, below `FLAG_THRESHOLD`,
+    so slang never flags a line without a pattern (or classifier) hit."""
+    slang_miss, strong_miss, strong = 1.0, 1.0, False
+    for hit in hits:
+        if hit.rule.startswith("lexicon:"):
+            slang_miss *= 1.0 - hit.weight
+        else:
+            strong_miss *= 1.0 - hit.weight
+            strong = strong or hit.weight > 0
+    if not strong:
+        return round(min(1.0 - slang_miss, SLANG_ONLY_CAP), 4)
+    return round(1.0 - slang_miss * strong_miss, 4)

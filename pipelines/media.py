@@ -1,0 +1,245 @@
+"""Reading untrusted media with ffmpeg: probe and validate a file, stream frames sampled and scaled
+by ffmpeg itself (never the whole video in memory), and extract the audio once as 16 kHz mono.
+
+Every ffmpeg/ffprobe call reads one local file only: the path is passed as `file:<absolute path>`
+(so a name can never be read as an option or another protocol), the protocol whitelist is `file`
+and the demuxer whitelist names ordinary containers, which refuses playlists (HLS, concat) that
+could point ffmpeg at other files or URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidMedia, MediaTooLarge, UnsupportedMedia
+from .types import Frame, MediaInfo
+
+# Demuxers for ordinary uploads. Notably absent: hls, concat, image2 (globs), and every device.
+ALLOWED_DEMUXERS = (
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mpegvideo,ogg,wav,mp3,aac,"
+    "asf,h264,hevc,ivf,flac,mxf,nut,dv,gif"
+)
+SAFE_INPUT = ("-protocol_whitelist", "file", "-format_whitelist", ALLOWED_DEMUXERS)
+AUDIO_RATE = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class MediaLimits:
+    """What an upload may be; anything over is refused before decoding."""
+
+    max_bytes: int = 2 * 1024**3
+    max_duration: float = 3 * 3600.0
+    max_pixels: int = 7680 * 4320
+    probe_timeout: float = 30.0
+
+
+def _ffmpeg_binary() -> str:
+    return os.environ.get("INCITESCAN_FFMPEG", "ffmpeg")
+
+
+def _ffprobe_binary() -> str:
+    return os.environ.get("INCITESCAN_FFPROBE", "ffprobe")
+
+
+def _input_url(path: Path) -> str:
+    return "file:" + str(path.resolve())
+
+
+def _limit_child(cpu_seconds: int) -> None:
+    """Runs in the ffmpeg child before exec: a decompression bomb burns only its own budget."""
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+    resource.setrlimit(resource.RLIMIT_AS, (4 * 1024**3, 4 * 1024**3))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _rotation(stream: dict) -> int:
+    for side in stream.get("side_data_list", []) or []:
+        if "rotation" in side:
+            return int(round(float(side["rotation"]))) % 360
+    rotate = (stream.get("tags") or {}).get("rotate")
+    return int(rotate) % 360 if rotate else 0
+
+
+def _frame_rate(stream: dict) -> float:
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        value = stream.get(key) or "0/0"
+        num, _, den = value.partition("/")
+        if den and int(den) != 0 and int(num) != 0:
+            return float(Fraction(int(num), int(den)))
+    return 0.0
+
+
+def probe(path: Path, limits: MediaLimits = MediaLimits()) -> MediaInfo:
+    """Probe `path` with ffprobe and validate it against `limits`.
+
+    Raises InvalidMedia for anything that is not a readable video, MediaTooLarge when a limit is
+    exceeded, UnsupportedMedia when there is no video stream."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidMedia(f"{path.name}: no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidMedia(f"{path.name}: the file is empty (0 bytes)")
+    if size > limits.max_bytes:
+        raise MediaTooLarge(
+            f"{path.name}: {size / 1e6:.0f} MB is over the {limits.max_bytes / 1e6:.0f} MB limit"
+        )
+    # ffprobe is run directly rather than through ffmpeg-python's probe(), which has no timeout.
+    args = [
+        _ffprobe_binary(), "-v", "error", *SAFE_INPUT, "-show_format", "-show_streams",
+        "-of", "json", _input_url(path),
+    ]
+    try:
+        done = subprocess.run(
+            args, capture_output=True, timeout=limits.probe_timeout, check=False,
+            stdin=subprocess.DEVNULL, preexec_fn=lambda: _limit_child(int(limits.probe_timeout)),
+        )
+    except subprocess.TimeoutExpired:
+        raise InvalidMedia(f"{path.name}: probing took over {limits.probe_timeout:.0f} s") from None
+    if done.returncode != 0:
+        reason = _last(done.stderr.decode(errors="replace")) if done.stderr else "unknown format"
+        raise InvalidMedia(f"{path.name}: not a readable video ({reason})")
+    try:
+        meta = json.loads(done.stdout)
+    except ValueError:
+        raise InvalidMedia(f"{path.name}: ffprobe gave unreadable output") from None
+
+    streams = meta.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"
+                  and not (s.get("disposition") or {}).get("attached_pic")), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None:
+        raise UnsupportedMedia(f"{path.name}: no video stream (audio-only or not a video)")
+    fmt = meta.get("format", {})
+    duration = float(fmt.get("duration") or video.get("duration") or 0.0)
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    fps = _frame_rate(video)
+    if width <= 0 or height <= 0:
+        raise InvalidMedia(f"{path.name}: the video stream has no picture size")
+    if duration <= 0:
+        raise InvalidMedia(f"{path.name}: the video has no duration (truncated or a still image)")
+    if fps <= 0 or fps > 1000:
+        raise InvalidMedia(f"{path.name}: implausible frame rate {fps:g} fps")
+    if duration > limits.max_duration:
+        raise MediaTooLarge(
+            f"{path.name}: {duration / 60:.1f} min is over the "
+            f"{limits.max_duration / 60:.0f} min limit"
+        )
+    if width * height > limits.max_pixels:
+        raise MediaTooLarge(f"{path.name}: {width}x{height} is over the resolution limit")
+    rotation = _rotation(video)
+    if rotation in (90, 270):
+        width, height = height, width
+    return MediaInfo(
+        path=str(path),
+        sha256=file_sha256(path),
+        size_bytes=size,
+        format_name=str(fmt.get("format_name", "")),
+        duration=round(duration, 3),
+        width=width,
+        height=height,
+        fps=round(fps, 3),
+        video_codec=str(video.get("codec_name", "")),
+        rotation=rotation,
+        has_audio=audio is not None,
+        audio_codec=str(audio.get("codec_name")) if audio else None,
+    )
+
+
+def frame_size(info: MediaInfo, max_side: int) -> tuple[int, int]:
+    """The (width, height) frames are scaled to: longest side `max_side`, never upscaled, even."""
+    scale = min(1.0, max_side / max(info.width, info.height))
+    width = max(2, int(round(info.width * scale / 2)) * 2)
+    height = max(2, int(round(info.height * scale / 2)) * 2)
+    return width, height
+
+
+def _run_limited(args: list[str], cpu_seconds: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: _limit_child(cpu_seconds),
+    )
+
+
+def _cpu_budget(info: MediaInfo) -> int:
+    # Decoding runs far faster than realtime; 2x the duration plus a minute is generous.
+    return int(60 + 2 * info.duration)
+
+
+def sample_frames(info: MediaInfo, fps: float, max_side: int = 640) -> Iterator[Frame]:
+    """Yield frames at `fps` per second, scaled by ffmpeg to fit `max_side`, as BGR arrays.
+
+    Frames are read one at a time from ffmpeg's pipe, so memory stays flat for any length."""
+    if fps <= 0:
+        raise ValueError("fps must be positive")
+    width, height = frame_size(info, max_side)
+    args = [
+        _ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *SAFE_INPUT,
+        "-i", _input_url(Path(info.path)), "-map", "0:v:0", "-an", "-sn", "-dn",
+        "-vf", f"fps={fps:g},scale={width}:{height}:flags=area",
+        "-pix_fmt", "bgr24", "-f", "rawvideo", "pipe:1",
+    ]
+    frame_bytes = width * height * 3
+    process = _run_limited(args, _cpu_budget(info))
+    assert process.stdout is not None
+    index = 0
+    try:
+        while True:
+            buffer = process.stdout.read(frame_bytes)
+            if len(buffer) < frame_bytes:
+                break
+            image = np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
+            yield Frame(index=index, t=round(index / fps, 3), image=image)
+            index += 1
+    finally:
+        process.stdout.close()
+        if process.poll() is None:
+            process.kill()
+        stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+        process.wait()
+    if index == 0:
+        raise InvalidMedia(f"{Path(info.path).name}: no frame could be decoded ({_last(stderr)})")
+
+
+def extract_audio(info: MediaInfo) -> np.ndarray:
+    """The whole audio track as float32 mono samples at 16 kHz (empty when there is none)."""
+    if not info.has_audio:
+        return np.zeros(0, np.float32)
+    args = [
+        _ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *SAFE_INPUT,
+        "-i", _input_url(Path(info.path)), "-map", "0:a:0", "-vn", "-sn", "-dn",
+        "-ac", "1", "-ar", str(AUDIO_RATE), "-f", "s16le", "pipe:1",
+    ]
+    process = _run_limited(args, _cpu_budget(info))
+    raw, stderr = process.communicate()
+    if process.returncode != 0 and not raw:
+        raise InvalidMedia(
+            f"{Path(info.path).name}: the audio track could not be decoded "
+            f"({_last(stderr.decode(errors='replace'))})"
+        )
+    return np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0
+
+
+def _last(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "ffmpeg gave no reason"

@@ -1,0 +1,110 @@
+"""The versioned JSON report of a scan and its readable terminal summary. Fields named in
+`STABLE_FIELDS` are read by other tools and change only with a new major `schema_version`; the
+schema is documented in docs/report-schema.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from .types import ScanResult
+from .vision import WEAPON_LABELS
+
+SCHEMA_VERSION = "1.0"
+STABLE_FIELDS = ("schema_version", "risk_score", "flagged", "flagged_segments")
+# Fields that differ between two scans of the same video with the same settings.
+VOLATILE_FIELDS = ("scanned_at", "timings", "evidence")
+
+
+def scanner_version() -> str:
+    """The installed incitescan version."""
+    try:
+        return version("incitescan")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _segment(segment: Any) -> dict[str, Any]:
+    data = asdict(segment)
+    data["signals"] = list(segment.signals)
+    data["reasons"] = list(segment.reasons)
+    return data
+
+
+def to_dict(result: ScanResult) -> dict[str, Any]:
+    """The report as plain JSON-ready data."""
+    fusion = result.fusion
+    weapons = [asdict(d) for d in result.detections if d.label in WEAPON_LABELS]
+    context: dict[str, int] = {}
+    for det in result.detections:
+        if det.label not in WEAPON_LABELS:
+            context[det.label] = context.get(det.label, 0) + 1
+    transcript = asdict(result.transcript) if result.transcript else None
+    video = asdict(result.media)
+    video["path"] = Path(result.media.path).name  # never leak the server's folder layout
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "scanner": {"name": "incitescan", "version": scanner_version()},
+        "scanned_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "video": video,
+        "risk_score": fusion.risk_score,
+        "flagged": fusion.flagged,
+        "threshold": fusion.threshold,
+        "signal_scores": asdict(fusion.signal_scores),
+        "flagged_segments": [_segment(s) for s in fusion.flagged_segments],
+        "reasons": list(fusion.reasons),
+        "models": dict(result.models),
+        "settings": result.settings,
+        "frames_sampled": result.frames_sampled,
+        "weapon_detections": weapons,
+        "context_detections": context,
+        "threat_hits": [asdict(h) for h in result.threat_hits],
+        "transcript": transcript,
+        "evidence": [asdict(e) for e in result.evidence],
+        "timings": result.timings,
+    }
+
+
+def write_json(report: dict[str, Any] | list[dict[str, Any]], target: Path) -> None:
+    """Write `report` to `target` atomically (a crash never leaves half a report)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.replace(target)
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes):d}:{rest:04.1f}"
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A few readable lines: verdict, score breakdown, each flagged segment and its reasons."""
+    video = report["video"]
+    verdict = "FLAGGED" if report["flagged"] else "not flagged"
+    signals = report["signal_scores"]
+    lines = [
+        f"{video['path']}: risk {report['risk_score']:.2f} ({verdict}, threshold "
+        f"{report['threshold']:.2f}) — {video['duration']:.1f} s, {video['width']}x"
+        f"{video['height']}",
+        f"  signals: weapon {signals['weapon']:.2f}, threat speech {signals['threat_speech']:.2f}"
+        f", co-occurrence {signals['co_occurrence']:.2f}",
+    ]
+    for segment in report["flagged_segments"]:
+        lines.append(f"  [{_clock(segment['start'])}–{_clock(segment['end'])}] score "
+                     f"{segment['score']:.2f} ({', '.join(segment['signals'])})")
+        lines += [f"      - {reason}" for reason in segment["reasons"]]
+    transcript = report.get("transcript")
+    if transcript and transcript["segments"]:
+        spoken = " ".join(s["text"] for s in transcript["segments"])
+        lines.append(f"  speech ({transcript['language']}): {spoken[:300]}"
+                     + ("…" if len(spoken) > 300 else ""))
+    elif video["has_audio"]:
+        lines.append("  speech: none detected")
+    else:
+        lines.append("  speech: no audio track")
+    return "\n".join(lines)

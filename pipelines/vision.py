@@ -1,0 +1,105 @@
+"""Weapon detection on sampled frames. Detector backends sit behind the one-method `Detector`
+protocol in an explicit registry keyed by weights format; the model's own class names are mapped
+to our categories (firearm, knife, blunt, person, phone) by the weights manifest. Persons and phones
+are kept as context and as a check on false weapon boxes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+
+from .registry import Registry
+from .types import Detection, Frame
+from .weights import ModelSpec, model_path
+
+WEAPON_LABELS = frozenset({"firearm", "knife", "blunt"})
+_COLOURS = {"firearm": (0, 0, 255), "knife": (0, 140, 255), "blunt": (0, 215, 255)}
+
+
+class Detector(Protocol):
+    """Finds objects on frames; `name` is the model's name@version."""
+
+    name: str
+
+    def detect(self, frames: Sequence[Frame], scale: float) -> list[Detection]:
+        """Detections on `frames`, with boxes divided by `scale` (back to video pixels)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorOptions:
+    """How detectors run: input size and the minimum confidence kept."""
+
+    min_confidence: float = 0.25
+    imgsz: int | None = None  # None: the model's own size from the manifest
+
+
+class UltralyticsDetector:
+    """Any model ultralytics loads: `.pt` checkpoints (detect or pose) and OpenVINO folders."""
+
+    def __init__(self, spec: ModelSpec, path: Path, options: DetectorOptions) -> None:
+        os.environ.setdefault("YOLO_VERBOSE", "False")  # keep ultralytics' banners off stdout
+        from ultralytics import YOLO  # heavy import, only when a detector is built
+
+        target = path / spec.files[0].name if spec.format == "ultralytics-pt" else path
+        self.name = spec.ref
+        self._model = YOLO(str(target), task=spec.task)
+        self._label_map = dict(spec.label_map)
+        self._imgsz = options.imgsz or spec.imgsz
+        self._conf = options.min_confidence
+
+    def detect(self, frames: Sequence[Frame], scale: float) -> list[Detection]:
+        found: list[Detection] = []
+        for frame in frames:
+            (result,) = self._model.predict(
+                frame.image, imgsz=self._imgsz, conf=self._conf, verbose=False
+            )
+            found += Detection.from_ultralytics(
+                result, t=frame.t, frame_index=frame.index, model=self.name,
+                label_map=self._label_map, scale=scale,
+            )
+        return found
+
+
+DetectorFactory = Callable[[ModelSpec, Path, DetectorOptions], Detector]
+
+
+DETECTORS: Registry[DetectorFactory] = Registry("detector backend")
+DETECTORS.register("ultralytics-pt", UltralyticsDetector)
+DETECTORS.register("openvino", UltralyticsDetector)
+
+
+def draw_detections(image: object, detections: Iterable[Detection], scale: float) -> object:
+    """A copy of `image` with weapon boxes and labels drawn (boxes given in video pixels)."""
+    canvas = image.copy()  # type: ignore[attr-defined]
+    for det in detections:
+        if det.label not in WEAPON_LABELS:
+            continue
+        x1, y1, x2, y2 = (int(round(v * scale)) for v in det.box)
+        colour = _COLOURS[det.label]
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2)
+        caption = f"{det.label} {det.confidence:.2f}"
+        cv2.putText(canvas, caption, (x1 + 2, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    colour, 1, cv2.LINE_AA)
+    return canvas
+
+
+def save_evidence(
+    frame: Frame, detections: Sequence[Detection], scale: float, directory: Path
+) -> Path:
+    """Write one evidence thumbnail (JPEG, boxes drawn) and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"frame_{frame.index:06d}_{frame.t:09.3f}s.jpg"
+    cv2.imwrite(str(target), draw_detections(frame.image, detections, scale),
+                [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return target
+
+
+def build_detector(spec: ModelSpec, options: DetectorOptions = DetectorOptions()) -> Detector:
+    """Load the detector for `spec` (weights verified first) with the backend for its format."""
+    return DETECTORS.get(spec.format)(spec, model_path(spec.name), options)
