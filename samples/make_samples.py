@@ -36,7 +36,7 @@ FPS = 12
 AUDIO_RATE = 22050  # espeak-ng's native rate; the AAC track is resampled to 44.1 kHz
 AAC_RATE = 44100
 SPEECH_PEAK = 0.85
-MUSIC_UNDER_SPEECH_PEAK = 0.2  # ~13 dB under the speech peaks: audible, never masking
+MUSIC_UNDER_SPEECH_PEAK = 0.15  # ~15 dB under the speech peaks: audible, never masking
 MUSIC_ALONE_PEAK = 0.6
 SILENCE_THRESHOLD = 300  # int16 amplitude below which espeak-ng's lead-in/tail counts as silence
 
@@ -91,12 +91,16 @@ class SourceImage:
 
 @dataclass(frozen=True, slots=True)
 class Shot:
+    """An image held on screen for a whole number of frames."""
+
     image: SourceImage
     seconds: float
 
 
 @dataclass(frozen=True, slots=True)
 class Line:
+    """A spoken line: start time in the clip, text, ground-truth threat flag, espeak-ng voice."""
+
     start: float
     text: str
     threat: bool
@@ -106,6 +110,8 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class Clip:
+    """One sample video: shots played back to back, lines placed over them, its labels."""
+
     name: str
     description: str
     incitement: bool
@@ -142,37 +148,54 @@ KNIFE_MASKED_MAN = SourceImage(
 KNIFE_HELD_UP_CCTV = SourceImage(
     "weapons", "knife_valid_165_jpg.rf.1d4749269b5db6aec925794f8107d549"
 )
-KNIFE_IN_HAND_CCTV = SourceImage("weapons", "knife_test_322_jpg.rf.a3c03825a44ad5e64a8efb500aef03df")
+KNIFE_IN_HAND_CCTV = SourceImage(
+    "weapons", "knife_test_322_jpg.rf.a3c03825a44ad5e64a8efb500aef03df"
+)
 KNIFE_CLOSE_CCTV = SourceImage("weapons", "knife_valid_29_jpg.rf.ee60fe762921945d6adff00c4cc4d9cb")
 
 _AHMED = "weapons-train/ahmed-new-dataset-weapon"
-PISTOL_AIMED_AT_CAMERA = SourceImage(_AHMED, "ahmed_armas--620-_jpg.rf.8c6a4aa7b65beb4d6c29c1b482d938fe")
+PISTOL_AIMED_AT_CAMERA = SourceImage(
+    _AHMED, "ahmed_armas--620-_jpg.rf.8c6a4aa7b65beb4d6c29c1b482d938fe"
+)
 RIFLE_HELD_BY_MAN = SourceImage(_AHMED, "ahmed_2--168-_jpg.rf.3210609b8f3b8c61d1a33890f599a68b")
 PISTOL_IN_HAND = SourceImage(_AHMED, "ahmed_armas--682-_jpg.rf.1308550025c177dce707324680548a63")
 RIFLE_PRODUCT = SourceImage(_AHMED, "ahmed_2--187-_jpg.rf.eefe7c0d7777e46d46e964a1b79fd216")
-PISTOL_GLOVED_HAND = SourceImage(_AHMED, "ahmed_armas--1400-_jpg.rf.2c0b3cec7666372f914d3c4e29506f1f")
+PISTOL_GLOVED_HAND = SourceImage(
+    _AHMED, "ahmed_armas--1400-_jpg.rf.2c0b3cec7666372f914d3c4e29506f1f"
+)
 PISTOL_ON_TABLE = SourceImage(_AHMED, "ahmed_armas--1403-_jpg.rf.7223e0784636ce0011310cde43c6fecb")
 RIFLE_ON_FLOOR = SourceImage(_AHMED, "ahmed_2--211-_jpg.rf.47c27f3e3e736ea6640a981750262e79")
 
 _KITCHEN = "weapons-train/new-knife-v3"
-KITCHEN_CHOPPING = SourceImage(_KITCHEN, "nk_pexels-iupilon-3979421_jpg.rf.8daacd2f0e8a67a82c2a75465d5380e4")
+KITCHEN_CHOPPING = SourceImage(
+    _KITCHEN, "nk_pexels-iupilon-3979421_jpg.rf.8daacd2f0e8a67a82c2a75465d5380e4"
+)
 KITCHEN_PEPPER = SourceImage(
     _KITCHEN, "nk_pregnant-woman-cutting-yellow-pepper_jpg.rf.8b1fd2d72f0dec016731526c72a9ceca"
 )
 KITCHEN_TOMATOES = SourceImage(
     _KITCHEN, "nk_pexels-karolina-grabowska-4038844_jpg.rf.f6ea22cdf637926d01c184e50e2c896d"
 )
-KITCHEN_LIME = SourceImage(_KITCHEN, "nk_lemon-6063930_1280_jpg.rf.4006c12e56716f8b65e34c3261f91810")
+KITCHEN_LIME = SourceImage(
+    _KITCHEN, "nk_lemon-6063930_1280_jpg.rf.4006c12e56716f8b65e34c3261f91810"
+)
 
 _HELD = "weapons-train/wallet-phone-airpod"
 PHONE_HELD = SourceImage(_HELD, "wpa_opencv_frame_154_png.rf.6602e9db1305380d913eb156ebda29a2")
 PHONE_RAISED = SourceImage(_HELD, "wpa_opencv_frame_191_png.rf.b240226be27d21ad7def08936b62dba4")
 WALLET_RAISED = SourceImage(_HELD, "wpa_opencv_frame_167_png.rf.aa434a5d9b1585ebc62f86224a94a37d")
 POINTING_GESTURE = SourceImage(
-    "weapons-train/handgestures-rf100", "handgestures_a_1049_jpg.rf.5b4d0cffea4d94485def00d3433cc237"
+    "weapons-train/handgestures-rf100",
+    "handgestures_a_1049_jpg.rf.5b4d0cffea4d94485def00d3433cc237",
 )
 
-DRILL_VOICE = "en-gb-x-gbcwmd"  # West Midlands English; a second accent next to the default
+# espeak-ng British voices. Each line's voice and speed were picked so that whisper-base hears the
+# plain-English words (espeak-ng is robotic; "stab" in the default voice comes out as "stop");
+# slang such as "skeng" or "mandem" is still misheard, as it would be from a real MC.
+RP = "en-gb-x-rp"  # Received Pronunciation
+WEST_MIDLANDS = "en-gb-x-gbcwmd"
+LANCASTER = "en-gb-x-gbclan"
+FEMALE = "en-gb+f3"  # default British voice with a female variant
 
 CLIPS: tuple[Clip, ...] = (
     Clip(
@@ -189,16 +212,16 @@ CLIPS: tuple[Clip, ...] = (
         ),
         lines=(
             Line(1.0, "You know who this message is for.", threat=False),
-            Line(5.0, "I'm going to stab you when I catch you.", threat=True),
+            Line(5.0, "I'm going to stab you when I catch you.", True, WEST_MIDLANDS, 140),
             Line(9.0, "I'll cut you up, you're dead.", threat=True),
-            Line(13.0, "This knife is coming for you next.", threat=True),
+            Line(13.0, "This knife is coming for you next.", True, LANCASTER, 160),
         ),
     ),
     Clip(
         name="threat_gun_drill.mp4",
         description="Pistol and rifle photos (0-8 s, 12-24 s) around a man holding up a phone "
-        "(8-12 s); UK drill-slang threats and an explicit shooting threat over a drill-style "
-        "beat; ends on a non-threatening 'free the mandem'.",
+        "(8-12 s); UK drill-slang threats and an explicit shooting threat in three British "
+        "voices over a drill-style beat; ends on a non-threatening 'free the mandem'.",
         incitement=True,
         shots=(
             Shot(PISTOL_AIMED_AT_CAMERA, 4),
@@ -209,11 +232,11 @@ CLIPS: tuple[Clip, ...] = (
             Shot(PISTOL_GLOVED_HAND, 4),
         ),
         lines=(
-            Line(1.0, "Grab the skeng and ride on the opps.", True, DRILL_VOICE, 160),
-            Line(5.5, "We're gonna wet him up.", True, DRILL_VOICE, 160),
-            Line(9.5, "Spin the block tonight, on sight.", True, DRILL_VOICE, 160),
-            Line(13.5, "We will shoot him, he's dead.", True, DRILL_VOICE, 160),
-            Line(18.0, "Free the mandem.", False, DRILL_VOICE, 160),
+            Line(1.0, "Grab the skeng, we're riding on the opps.", True, RP, 140),
+            Line(5.5, "We're gonna wet him up.", True, speed=140),
+            Line(9.5, "We're gonna spin the block tonight.", True, WEST_MIDLANDS, 140),
+            Line(13.5, "We will shoot him, he's dead.", True, speed=140),
+            Line(18.0, "Free the mandem.", False, RP, 140),
         ),
         music=True,
     ),
@@ -224,10 +247,10 @@ CLIPS: tuple[Clip, ...] = (
         incitement=True,
         shots=(Shot(BUS, 6), Shot(ZIDANE, 6), Shot(PHONE_RAISED, 6)),
         lines=(
-            Line(1.0, "Morning everyone, quick message.", False, "en-gb-x-rp", 140),
-            Line(4.0, "I know where you live and I'm going to kill you.", True, "en-gb-x-rp", 140),
-            Line(9.0, "We will shoot him, he's dead.", True, "en-gb-x-rp", 140),
-            Line(13.0, "Bring your boys, we'll burn your house down.", True, "en-gb-x-rp", 140),
+            Line(1.0, "Morning everyone, quick message.", False, RP, 140),
+            Line(4.0, "I know where you live and I'm going to kill you.", True, RP, 140),
+            Line(9.0, "We will shoot him, he's dead.", True, RP, 140),
+            Line(13.0, "Bring your boys, we'll burn your house down.", True, RP, 140),
         ),
     ),
     Clip(
@@ -236,7 +259,7 @@ CLIPS: tuple[Clip, ...] = (
         incitement=False,
         shots=(Shot(BUS, 8), Shot(ZIDANE, 8)),
         lines=(
-            Line(1.0, "The weather is lovely today.", threat=False),
+            Line(1.0, "The weather is lovely today.", False, RP, 140),
             Line(5.0, "We are going to the park after school.", threat=False),
             Line(10.0, "The bus into town is running late again.", threat=False),
         ),
@@ -248,10 +271,10 @@ CLIPS: tuple[Clip, ...] = (
         incitement=False,
         shots=(Shot(PHONE_HELD, 6), Shot(ZIDANE, 6), Shot(WALLET_RAISED, 6)),
         lines=(
-            Line(1.0, "That ting was peng, bless up mandem.", False, DRILL_VOICE, 160),
-            Line(5.5, "Wagwan bruv, you good?", False, DRILL_VOICE, 160),
-            Line(10.0, "We're linking up at the chicken shop later, innit.", False, DRILL_VOICE, 160),
-            Line(14.0, "That beat is hard, it's a banger.", False, DRILL_VOICE, 160),
+            Line(1.0, "That ting was peng, bless up mandem.", False, speed=160),
+            Line(5.5, "Wagwan bruv, you good?", False, LANCASTER, 155),
+            Line(9.5, "We're linking up at the chicken shop later, innit.", False, RP, 140),
+            Line(14.0, "That beat is hard, it's a banger.", False, speed=140),
         ),
         music=True,
     ),
@@ -285,10 +308,10 @@ CLIPS: tuple[Clip, ...] = (
             Shot(KITCHEN_LIME, 5),
         ),
         lines=(
-            Line(1.0, "This recipe needs two onions.", False, "en-gb+f3"),
-            Line(5.5, "Chop the peppers into thin slices.", False, "en-gb+f3"),
-            Line(10.5, "Now cut the tomatoes and crush the garlic.", False, "en-gb+f3"),
-            Line(15.5, "Squeeze the lime over it and serve.", False, "en-gb+f3"),
+            Line(1.0, "This recipe needs two onions.", False, FEMALE),
+            Line(5.5, "Chop the peppers into thin slices.", False, FEMALE),
+            Line(10.5, "Now cut the tomatoes and crush the garlic.", False, FEMALE),
+            Line(15.5, "Squeeze the lime over it and serve.", False, FEMALE),
         ),
     ),
 )
@@ -382,12 +405,26 @@ def drill_beat_loop() -> array.array[float]:
         add(position * step, hat(0.18))
     for k in range(6):  # triplet hat roll over the last beat
         add((28 + k * 4 / 6) * step, hat(0.14))
-    bass_notes = ((0, 46.25, None, 6), (6, 46.25, None, 4), (10, 55.0, 46.25, 6),
-                  (16, 41.2, None, 6), (22, 69.3, 41.2, 6), (28, 46.25, 69.3, 4))
+    bass_notes = (
+        (0, 46.25, None, 6),
+        (6, 46.25, None, 4),
+        (10, 55.0, 46.25, 6),
+        (16, 41.2, None, 6),
+        (22, 69.3, 41.2, 6),
+        (28, 46.25, 69.3, 4),
+    )
     for position, freq, glide_from, length in bass_notes:
         add(position * step, bass_808(freq, glide_from, length * step))
-    for position, freq in ((0, 370.0), (3, 440.0), (6, 554.4), (12, 493.9), (16, 370.0),
-                           (19, 440.0), (22, 587.3), (28, 554.4)):
+    for position, freq in (
+        (0, 370.0),
+        (3, 440.0),
+        (6, 554.4),
+        (12, 493.9),
+        (16, 370.0),
+        (19, 440.0),
+        (22, 587.3),
+        (28, 554.4),
+    ):
         add(position * step, bell(freq))
 
     peak = max(abs(value) for value in loop)
@@ -415,8 +452,16 @@ def render_audio(clip: Clip, beat: array.array[float], workdir: Path) -> tuple[P
         for i, value in enumerate(samples):
             mix[offset + i] += value
         previous_end = end
-        speech.append({"start": round(line.start, 3), "end": round(end, 3), "text": line.text,
-                       "threat": line.threat, "voice": line.voice, "speed": line.speed})
+        speech.append(
+            {
+                "start": round(line.start, 3),
+                "end": round(end, 3),
+                "text": line.text,
+                "threat": line.threat,
+                "voice": line.voice,
+                "speed": line.speed,
+            }
+        )
     pcm = array.array("h", (max(-32767, min(32767, round(v * 32767))) for v in mix))
     wav_path = workdir / "mix.wav"
     with wave.open(str(wav_path), "wb") as wav:
@@ -437,8 +482,16 @@ def encode_clip(clip: Clip, audio: Path | None, out_path: Path) -> None:
     for index, shot in enumerate(clip.shots):
         if round(shot.seconds * FPS) != shot.seconds * FPS:
             raise SampleBuildError(f"{clip.name}: shot length {shot.seconds} s is not whole frames")
-        args += ["-loop", "1", "-framerate", str(FPS), "-t", str(shot.seconds),
-                 "-i", str(shot.image.path)]
+        args += [
+            "-loop",
+            "1",
+            "-framerate",
+            str(FPS),
+            "-t",
+            str(shot.seconds),
+            "-i",
+            str(shot.image.path),
+        ]
         filters.append(
             f"[{index}:v]scale={WIDTH}:{HEIGHT}:force_original_aspect_ratio=decrease,"
             f"pad={WIDTH}:{HEIGHT}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,format=yuv420p[v{index}]"
@@ -449,13 +502,44 @@ def encode_clip(clip: Clip, audio: Path | None, out_path: Path) -> None:
         args += ["-i", str(audio)]
     args += ["-filter_complex", ";".join(filters), "-map", "[video]"]
     if audio is not None:
-        args += ["-map", f"{len(clip.shots)}:a",
-                 "-c:a", "aac", "-b:a", "64k", "-ar", str(AAC_RATE), "-ac", "1"]
+        args += [
+            "-map",
+            f"{len(clip.shots)}:a",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-ar",
+            str(AAC_RATE),
+            "-ac",
+            "1",
+        ]
     args += [
-        "-c:v", "libx264", "-preset", "medium", "-crf", "27", "-pix_fmt", "yuv420p",
-        "-r", str(FPS), "-g", str(4 * FPS), "-t", str(clip.duration),
-        "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
-        "-flags:a", "+bitexact", "-movflags", "+faststart", str(out_path),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "medium",
+        "-crf",
+        "27",
+        "-pix_fmt",
+        "yuv420p",
+        "-r",
+        str(FPS),
+        "-g",
+        str(4 * FPS),
+        "-t",
+        str(clip.duration),
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
+        "-flags:v",
+        "+bitexact",
+        "-flags:a",
+        "+bitexact",
+        "-movflags",
+        "+faststart",
+        str(out_path),
     ]
     run_tool(args)
 
@@ -467,9 +551,14 @@ def shot_table(clip: Clip) -> list[dict]:
     """Start/end, source and weapon labels of every shot."""
     table, start = [], 0.0
     for shot in clip.shots:
-        table.append({"start": round(start, 3), "end": round(start + shot.seconds, 3),
-                      "image": shot.image.source_name,
-                      "weapons": list(shot.image.weapons())})
+        table.append(
+            {
+                "start": round(start, 3),
+                "end": round(start + shot.seconds, 3),
+                "image": shot.image.source_name,
+                "weapons": list(shot.image.weapons()),
+            }
+        )
         start += shot.seconds
     return table
 
@@ -500,12 +589,14 @@ def build(out_dir: Path) -> dict[str, dict]:
             for shot in clip.shots:
                 if not shot.image.path.is_file():
                     raise SampleBuildError(f"{clip.name}: image missing: {shot.image.path}")
-            audio, speech = (render_audio(clip, beat, workdir) if clip.has_audio else (None, []))
+            audio, speech = render_audio(clip, beat, workdir) if clip.has_audio else (None, [])
             encode_clip(clip, audio, out_dir / clip.name)
             shots = shot_table(clip)
             labels[clip.name] = {
                 "weapon": merge_intervals([(s["start"], s["end"]) for s in shots if s["weapons"]]),
-                "threat_speech": [[line["start"], line["end"]] for line in speech if line["threat"]],
+                "threat_speech": [
+                    [line["start"], line["end"]] for line in speech if line["threat"]
+                ],
                 "incitement": clip.incitement,
                 "description": clip.description,
                 "speech": speech,
@@ -520,8 +611,12 @@ def build(out_dir: Path) -> dict[str, dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=SAMPLES_DIR,
-                        help="folder for the clips and labels.json (default: samples/)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=SAMPLES_DIR,
+        help="folder for the clips and labels.json (default: samples/)",
+    )
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
     try:

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from pipelines.errors import ScanError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_WEIGHTS, EXIT_NOT_READY = 0, 1, 2, 3, 4
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
@@ -100,6 +100,82 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
     return EXIT_WEIGHTS if missing else EXIT_OK
 
 
+def cmd_weights_train(args: argparse.Namespace) -> int:
+    """Train the project's own weapon detector with the recorded recipe (pipelines/train.py)."""
+    from pipelines.train import config_for, train
+
+    config = config_for(epochs=args.epochs, imgsz=args.imgsz, out=args.out, seed=args.seed,
+                        data=args.data, fraction=args.fraction, export=args.export)
+    err.print(f"training into {config.out}", markup=False, highlight=False)
+    try:
+        result = train(config, progress=lambda line: err.print(line, markup=False,
+                                                                highlight=False))
+    except FileNotFoundError as exc:
+        err.print(f"incitescan weights train: {exc}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
+    out.print(f"{metrics}\nweights: {result.export_dir or result.best_pt}\n"
+              f"record: {result.record}", markup=False, highlight=False)
+    return EXIT_OK
+
+
+def _run_eval(args: argparse.Namespace, total_label: str):  # type: ignore[no-untyped-def]
+    """Run the evaluation of `args.eval_kind` with a progress bar; returns its result dict."""
+    from pipelines import evaluate
+    from pipelines.scan import ScanOptions, load_models
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total}"), TimeElapsedColumn(), console=err, transient=True) as bars:
+        task = bars.add_task(f"eval {args.eval_kind}: {total_label}", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bars.update(task, completed=done, total=total)
+
+        if args.eval_kind == "weapons":
+            images = evaluate.load_detection_dataset(Path(args.dir), args.limit, args.seed)
+            detectors = evaluate.load_detectors(args.detector)
+            return evaluate.evaluate_weapons(images, detectors, progress=progress,
+                                             operating_threshold=args.conf)
+        if args.eval_kind == "speech":
+            transcriber = evaluate.load_transcriber(args.speech_model)
+            return evaluate.evaluate_speech(Path(args.dir), transcriber, progress=progress)
+        if args.eval_kind == "text":
+            return evaluate.evaluate_text(Path(args.csv), args.threshold)
+        options = ScanOptions()
+        if args.speech_model:
+            options = replace(options, speech_model=args.speech_model)
+        result, _ = evaluate.evaluate_videos(Path(args.dir), options, load_models(options),
+                                             progress=progress)
+        return result
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate one stage on labelled data: print its tables and optionally write JSON."""
+    import json
+
+    from rich.table import Table
+
+    from pipelines.evaluate import summary_tables
+
+    source = getattr(args, "dir", None) or args.csv
+    try:
+        result = _run_eval(args, Path(source).name)
+    except (OSError, KeyError, ValueError) as exc:  # missing files, columns, unknown models
+        err.print(f"incitescan eval {args.eval_kind}: {exc}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    result = {"dataset": str(source), **result}
+    for title, columns, rows in summary_tables(args.eval_kind, result):
+        table = Table(*columns, title=title, title_justify="left")
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n",
+                                   encoding="utf-8")
+        err.print(f"results written to {args.json}", markup=False, highlight=False)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="incitescan", description=__doc__.split("\n")[0])
@@ -125,6 +201,46 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(run=cmd_weights_fetch)
     listing = wsub.add_parser("list", help="show which model files are present and valid")
     listing.set_defaults(run=cmd_weights_list)
+    training = wsub.add_parser("train", help="train the project's own weapon detector (CPU, "
+                               "~60 min; see weights/incitescan-weapons/MODEL_CARD.md)")
+    training.add_argument("--epochs", type=int, help="epochs (default: the recipe's 7)")
+    training.add_argument("--imgsz", type=int, help="training image size (default 416)")
+    training.add_argument("--out", metavar="DIR",
+                          help="run folder (default ~/.cache/incitescan/train/...)")
+    training.add_argument("--seed", type=int, help="seed of split, synthetic images, training (0)")
+    training.add_argument("--data", metavar="DIR",
+                          help="training set (default ../shared/data/weapons-train)")
+    training.add_argument("--fraction", type=float, help="share of training images used (1.0)")
+    training.add_argument("--export", choices=["openvino-fp16", "openvino-int8", "none"],
+                          help="export format (default openvino-fp16)")
+    training.set_defaults(run=cmd_weights_train)
+
+    evaluation = sub.add_parser("eval", help="measure accuracy on labelled data (docs/accuracy.md)")
+    esub = evaluation.add_subparsers(dest="eval_kind", required=True)
+    weapons = esub.add_parser("weapons", help="weapon detection on images with boxes")
+    weapons.add_argument("dir", metavar="DIR", help="images/, labels/ (YOLO txt or VOC xml) and "
+                         "classes.txt or data.yaml (here or in the parent); or folders of those")
+    weapons.add_argument("--detector", action="append", metavar="NAME",
+                         help="manifest model; repeat to run several together "
+                              "(default: the scan's detectors)")
+    weapons.add_argument("--conf", type=float, metavar="T",
+                         help="operating threshold for precision/recall/FPR (default: the scan's)")
+    weapons.add_argument("--limit", type=int, metavar="N", help="evaluate N images drawn by --seed")
+    weapons.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (0)")
+    speech = esub.add_parser("speech", help="transcription word error rate")
+    speech.add_argument("dir", metavar="DIR",
+                        help="folder with manifest.csv (file,transcript_file)")
+    text = esub.add_parser("text", help="threat analysis of labelled lines")
+    text.add_argument("csv", metavar="CSV", help="CSV with columns text,label (1 = threat)")
+    text.add_argument("--threshold", type=float, help="line score that counts as a threat")
+    videos = esub.add_parser("videos", help="whole-video scans against labelled intervals")
+    videos.add_argument("dir", metavar="DIR", help="clips plus labels.json")
+    for command in (speech, videos):
+        command.add_argument("--speech-model", choices=["tiny.en", "base"],
+                             help="Whisper model (default: the scan's)")
+    for command in (weapons, speech, text, videos):
+        command.add_argument("--json", metavar="FILE", help="write the results as JSON here")
+        command.set_defaults(run=cmd_eval)
     return parser
 
 

@@ -55,3 +55,12 @@ def scan_models():
     for name in (*options.detectors, options.speech_model_name):
         require_model(name)
     return load_models(options)
+
+
+@pytest.fixture(scope="session")
+def base_transcriber(manifest):
+    """Whisper base (multilingual) through faster-whisper, int8 on the CPU."""
+    from pipelines.speech import build_transcriber
+
+    require_model("whisper-base")
+    return build_transcriber(manifest["whisper-base"])

