@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import math
 import os
+import re
 import resource
 import subprocess
 import tempfile

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from pipelines.errors import ScanError
 
@@ -36,6 +36,24 @@ def _scan_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return replace(options, **changes)
 
 
+def _bars(quiet: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                    console=err, transient=True, disable=quiet)
+
+
+def _stage_progress(bars: Progress, label: str) -> Callable[[str, float, float], None]:
+    """A scan progress callback drawing one bar per stage."""
+    tasks: dict[str, TaskID] = {}
+
+    def progress(stage: str, done: float, total: float) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(f"{label} {stage}", total=total or None)
+        bars.update(tasks[stage], completed=done, total=total or None)
+
+    return progress
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """Scan each file in-process; print a summary per file and optionally write JSON reports."""
     from pipelines.report import summary, to_dict, write_json
@@ -50,18 +68,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         evidence = Path(args.evidence_dir) / f"{index:03d}_{path.stem[:60]}" \
             if args.evidence_dir else None
         try:
-            with Progress(TextColumn("{task.description}"), BarColumn(),
-                          TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                          console=err, transient=True, disable=args.quiet) as bars:
-                tasks: dict[str, int] = {}
-
-                def progress(stage: str, done: float, total: float) -> None:
-                    if stage not in tasks:
-                        tasks[stage] = bars.add_task(f"{path.name[:30]} {stage}", total=total)
-                    bars.update(tasks[stage], completed=done, total=total or None)
-
+            with _bars(args.quiet) as bars:
                 result = scan(path, options, models=models, evidence_dir=evidence,
-                              progress=progress)
+                              progress=_stage_progress(bars, path.name[:30]))
         except ScanError as exc:
             err.print(f"incitescan: {exc.message}", markup=False, highlight=False)
             worst = max(worst, exc.exit_code)
@@ -176,6 +185,82 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker of the distributed scanner in this process until stopped."""
+    import os
+    import socket
+
+    from worker.app import app
+
+    queues = args.queues or os.environ.get("INCITESCAN_WORKER_QUEUES") or "scan,detect,speech"
+    concurrency = args.concurrency or int(os.environ.get("INCITESCAN_WORKER_CONCURRENCY") or 1)
+    loglevel = args.loglevel or os.environ.get("INCITESCAN_WORKER_LOGLEVEL") or "info"
+    name = args.name or f"incitescan-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main(["worker", "--concurrency", str(concurrency), "--queues", queues,
+                     "--loglevel", loglevel, "--hostname", name])
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Queue a distributed scan of each file; print one scan id per line."""
+    from worker import client
+
+    options = _scan_options(args)
+    if args.chunk_s is not None:
+        options = replace(options, chunk_s=args.chunk_s)
+    worst = EXIT_OK
+    for name in args.paths:
+        try:
+            scan_id = client.submit(name, options, fast_track=args.fast_track)
+        except OSError as exc:
+            err.print(f"incitescan: {name}: {exc.strerror or exc}", markup=False, highlight=False)
+            worst = EXIT_BAD_INPUT
+            continue
+        out.print(scan_id, markup=False, highlight=False)
+    return worst
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the state and progress of each scan id."""
+    from worker import client
+
+    worst = EXIT_OK
+    for scan_id in args.ids:
+        try:
+            status = client.status(scan_id)
+        except client.ScanNotFound as exc:
+            err.print(f"incitescan: {exc}", markup=False, highlight=False)
+            worst = EXIT_BAD_INPUT
+            continue
+        line = f"{scan_id} {status.state} {status.progress:.0f}% {status.name}"
+        if status.state == "failed":
+            line += f" [{status.error_code}] {status.error_message}"
+        out.print(line, markup=False, highlight=False)
+    return worst
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    """Print the JSON report of a finished scan (exit 4 while it runs, 2 when it failed)."""
+    import json
+
+    from worker import client
+
+    try:
+        report = client.result(args.id)
+    except client.ScanNotFinished as exc:
+        err.print(f"incitescan: {exc}", markup=False, highlight=False)
+        return EXIT_NOT_READY
+    except client.ScanFailed as exc:
+        err.print(f"incitescan: {exc.status.name}: {exc.message} [{exc.code}]",
+                  markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    except client.ScanNotFound as exc:
+        err.print(f"incitescan: {exc}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="incitescan", description=__doc__.split("\n")[0])
@@ -241,6 +326,37 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (weapons, speech, text, videos):
         command.add_argument("--json", metavar="FILE", help="write the results as JSON here")
         command.set_defaults(run=cmd_eval)
+
+    work = sub.add_parser("worker", help="run a distributed scan worker (Celery on Redis)")
+    work.add_argument("--concurrency", type=int, metavar="N",
+                      help="worker processes (env INCITESCAN_WORKER_CONCURRENCY, default 1)")
+    work.add_argument("--queues", metavar="Q1,Q2", help="queues to consume: scan, detect, speech "
+                      "(env INCITESCAN_WORKER_QUEUES, default all)")
+    work.add_argument("--loglevel", metavar="LEVEL",
+                      help="debug, info, warning, error (env INCITESCAN_WORKER_LOGLEVEL, info)")
+    work.add_argument("--name", help="worker node name (default incitescan-PID@HOST)")
+    work.set_defaults(run=cmd_worker)
+
+    submit = sub.add_parser("submit", help="queue distributed scans; prints one scan id per line")
+    submit.add_argument("paths", nargs="+", metavar="VIDEO")
+    submit.add_argument("--fast-track", action="store_true",
+                        help="serve before every normal scan already queued")
+    submit.add_argument("--fps", type=float, help="frames sampled per second (default 1)")
+    submit.add_argument("--speech-model", choices=["tiny.en", "base", "none"],
+                        help="Whisper model (default base)")
+    submit.add_argument("--language", help="spoken language code; default: detect")
+    submit.add_argument("--threshold", type=float, help="risk score that flags a video (0.5)")
+    submit.add_argument("--chunk-s", type=float, metavar="S",
+                        help="seconds per parallel chunk (default 120)")
+    submit.set_defaults(run=cmd_submit)
+
+    state = sub.add_parser("status", help="state and progress of distributed scans")
+    state.add_argument("ids", nargs="+", metavar="ID")
+    state.set_defaults(run=cmd_status)
+
+    report = sub.add_parser("result", help="print the JSON report of a distributed scan")
+    report.add_argument("id", metavar="ID")
+    report.set_defaults(run=cmd_result)
     return parser
 
 
