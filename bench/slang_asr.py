@@ -1,15 +1,15 @@
 """How much UK drill slang survives Whisper, and what decoding hints and fuzzy matching win back.
 
 Drill-slang lines (and benign lines full of near-homophones: "scan the form", "the chef", "that
-thing was bad") are spoken with espeak-ng in three British/Caribbean voices, resampled to 16 kHz
-and transcribed with whisper-base through the scanner's own transcriber, once per hint setting:
+thing was bad") are spoken with espeak-ng in two British voices, resampled to 16 kHz and
+transcribed with whisper-base (English) through the scanner's own transcriber, once per setting:
 no hints, the lexicon primer as `initial_prompt`, as `hotwords`, and both. For each transcript it
 counts the lexicon terms of the reference line that the lexicon analyser finds again, exactly and
 with fuzzy matching, and the slang it finds that the speaker never said (false insertions). The
 real-speech check is the word error rate on ../shared/data/speech (JFK and FLEURS), with Whisper's
 English normaliser, with and without hints.
 
-    python bench/slang_asr.py [--out bench/out/slang_asr.json] [--threads 2]
+    python bench/slang_asr.py [--out runs/slang_asr/slang_asr.json] [--threads 2] [--show]
 
 Transcripts are cached in the output JSON's folder (`slang_asr_transcripts.json`), keyed by
 configuration and clip, so re-scoring after a lexicon change does not re-run Whisper (pass
@@ -39,11 +39,12 @@ from pipelines.speech import SpeechOptions, build_transcriber  # noqa: E402
 from pipelines.weights import load_manifest  # noqa: E402
 
 SPEECH_DIR = REPO.parent / "shared" / "data" / "speech"
-VOICES = ("en-gb", "en-gb-x-rp", "en-029")  # British, Received Pronunciation, Caribbean
+VOICES = ("en-gb", "en-gb-x-rp")  # espeak-ng's British and Received Pronunciation voices
+LANGUAGE = "en"  # whisper-base's language detection misfires on 2-s robotic lines (Thai, Malay)
 SPEED = 140  # words per minute: slower than espeak's default, which Whisper garbles
 
 # Project-written lines (not real lyrics). Slang lines carry lexicon terms; benign lines carry
-# everyday words that sound like slang, to catch hints that make Whisper hear slang that is not there.
+# everyday words that sound like slang, to catch hints that make Whisper hear slang not said.
 SLANG_LINES = (
     "Grab the skeng, we're riding on the opps.",
     "Free the mandem, bless up.",
@@ -80,14 +81,36 @@ def hint_options(config: str, threads: int) -> SpeechOptions:
     hints = decoding_hints()
     prompt = hints if config in {"initial_prompt", "both"} else None
     hotwords = hints if config in {"hotwords", "both"} else None
-    return replace(SpeechOptions(), initial_prompt=prompt, hotwords=hotwords, cpu_threads=threads)
+    return replace(
+        SpeechOptions(),
+        language=LANGUAGE,
+        initial_prompt=prompt,
+        hotwords=hotwords,
+        cpu_threads=threads,
+    )
 
 
 def decode_16k(path: Path) -> np.ndarray:
     """Any audio file as float32 mono 16 kHz samples (ffmpeg)."""
     raw = subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-ac", "1", "-ar", "16000",
-         "-f", "s16le", "pipe:1"], capture_output=True, check=True).stdout
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            "-f",
+            "s16le",
+            "pipe:1",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0
 
 
@@ -107,13 +130,25 @@ def clips() -> list[dict]:
         for kind, lines in (("slang", SLANG_LINES), ("benign", BENIGN_LINES)):
             for i, text in enumerate(lines):
                 for voice in VOICES:
-                    found.append({"id": f"{kind}-{i:02d}-{voice}", "kind": kind, "text": text,
-                                  "audio": synthesise(text, voice, Path(tmp))})
+                    found.append(
+                        {
+                            "id": f"{kind}-{i:02d}-{voice}",
+                            "kind": kind,
+                            "text": text,
+                            "audio": synthesise(text, voice, Path(tmp)),
+                        }
+                    )
     with (SPEECH_DIR / "manifest.csv").open(encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
             text = (SPEECH_DIR / row["transcript_file"]).read_text(encoding="utf-8").strip()
-            found.append({"id": f"real-{row['file']}", "kind": "real", "text": text,
-                          "audio": decode_16k(SPEECH_DIR / row["file"])})
+            found.append(
+                {
+                    "id": f"real-{row['file']}",
+                    "kind": "real",
+                    "text": text,
+                    "audio": decode_16k(SPEECH_DIR / row["file"]),
+                }
+            )
     return found
 
 
@@ -122,8 +157,9 @@ def transcribe_all(items: list[dict], cache: Path, threads: int, fresh: bool) ->
     done: dict[str, dict[str, str]] = {}
     if cache.exists() and not fresh:
         done = json.loads(cache.read_text())
-    if done.get("_hints") != decoding_hints():
-        done = {"_hints": decoding_hints()}  # type: ignore[dict-item]
+    setup = f"hints={decoding_hints()}; language={LANGUAGE}"
+    if done.get("_setup") != setup:
+        done = {"_setup": setup}  # type: ignore[dict-item]
     spec = load_manifest()["whisper-base"]
     for config in CONFIGS:
         table = done.setdefault(config, {})
@@ -135,8 +171,9 @@ def transcribe_all(items: list[dict], cache: Path, threads: int, fresh: bool) ->
         for clip in todo:
             transcript = transcriber.transcribe(clip["audio"])
             table[clip["id"]] = " ".join(s.text for s in transcript.segments).strip()
-        print(f"{config}: {len(todo)} clips in {time.perf_counter() - started:.0f} s",
-              file=sys.stderr)
+        print(
+            f"{config}: {len(todo)} clips in {time.perf_counter() - started:.0f} s", file=sys.stderr
+        )
         cache.write_text(json.dumps(done, indent=1))
     return done
 
@@ -168,9 +205,12 @@ def score(items: list[dict], transcripts: dict) -> dict:
                     inserted_slang += len(got - said)
                 else:
                     inserted_benign += len(got - said)
-            row[name] = {"expected": expected, "recovered": recovered,
-                         "inserted_in_slang": inserted_slang,
-                         "inserted_in_benign": inserted_benign}
+            row[name] = {
+                "expected": expected,
+                "recovered": recovered,
+                "inserted_in_slang": inserted_slang,
+                "inserted_in_benign": inserted_benign,
+            }
         for kind in ("benign", "real"):
             refs = [normalise(c["text"]) for c in items if c["kind"] == kind]
             hyps = [normalise(heard[c["id"]]) for c in items if c["kind"] == kind]
@@ -181,7 +221,7 @@ def score(items: list[dict], transcripts: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "slang_asr.json")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "slang_asr" / "slang_asr.json")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fresh", action="store_true", help="re-transcribe everything")
     parser.add_argument("--show", action="store_true", help="print every transcript")
@@ -189,8 +229,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     items = clips()
-    transcripts = transcribe_all(items, args.out.with_name("slang_asr_transcripts.json"),
-                                 args.threads, args.fresh)
+    transcripts = transcribe_all(
+        items, args.out.with_name("slang_asr_transcripts.json"), args.threads, args.fresh
+    )
     results = score(items, transcripts)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.show:
@@ -198,15 +239,19 @@ def main() -> None:
             print(f"\n{clip['id']}: {clip['text']}")
             for config in CONFIGS:
                 print(f"  {config:>14}: {transcripts[config][clip['id']]}")
-    print("| hints | matcher | slang terms recovered | inserted (slang lines) "
-          "| inserted (benign lines) | WER benign synth | WER real speech |")
+    print(
+        "| hints | matcher | slang terms recovered | inserted (slang lines) "
+        "| inserted (benign lines) | WER benign synth | WER real speech |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for config, row in results["configs"].items():
         for name in ("exact", "fuzzy"):
             m = row[name]
-            print(f"| {config} | {name} | {m['recovered']}/{m['expected']} "
-                  f"| {m['inserted_in_slang']} | {m['inserted_in_benign']} "
-                  f"| {row['wer_benign']:.3f} | {row['wer_real']:.3f} |")
+            print(
+                f"| {config} | {name} | {m['recovered']}/{m['expected']} "
+                f"| {m['inserted_in_slang']} | {m['inserted_in_benign']} "
+                f"| {row['wer_benign']:.3f} | {row['wer_real']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

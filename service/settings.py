@@ -1,0 +1,65 @@
+"""Settings of the scan service, read from `INCITESCAN_*` environment variables (or passed in by
+tests): where the database, the media storage and the broker are, the upload limits, the webhook
+policy and the scan options. Unknown keys are rejected, so a typo in a deployment fails loudly
+instead of silently using a default."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.media import MediaLimits
+from pipelines.scan import ScanOptions
+
+DATA_DIR = Path("~/.local/share/incitescan").expanduser()
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the API process needs; one object per app."""
+
+    model_config = SettingsConfigDict(env_prefix="INCITESCAN_", extra="forbid", frozen=True)
+
+    database_url: str = f"sqlite:///{DATA_DIR / 'incitescan.db'}"
+    # The same variable the worker reads: API and workers must share the media storage.
+    storage: Path = DATA_DIR / "storage"
+    # None: scans run in a local process pool (no services needed); a Redis URL: through Celery.
+    broker_url: str | None = None
+    # 0: scans are queued but never run (benchmarks, API-only tests).
+    local_workers: int = Field(default=1, ge=0, le=64)
+
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_duration: float = Field(default=3 * 3600.0, gt=0)  # seconds of video
+    clip_max_seconds: float = Field(default=30.0, gt=0)
+
+    webhook_secret: SecretStr | None = None  # None: callback_url is refused
+    webhook_allow_private: bool = False  # allow loopback/private callback targets (tests, LANs)
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
+    # Seconds before the 2nd attempt, doubled before each later one.
+    webhook_backoff: float = Field(default=2.0, ge=0)
+    webhook_timeout: float = Field(default=10.0, gt=0)
+
+    speech_model: Literal["tiny.en", "base", "none"] = "base"
+    fps: float = Field(default=1.0, gt=0, le=30)
+    threshold: float | None = Field(default=None, ge=0, le=1)
+
+    def scan_options(self) -> ScanOptions:
+        """The pipeline options every scan of this service uses."""
+        options = ScanOptions()
+        return replace(
+            options,
+            fps=self.fps,
+            speech_model="" if self.speech_model == "none" else self.speech_model,
+            limits=replace(options.limits, max_bytes=self.max_upload_bytes,
+                           max_duration=self.max_duration),
+            fusion=options.fusion if self.threshold is None
+            else replace(options.fusion, threshold=self.threshold),
+        )
+
+    def media_limits(self) -> MediaLimits:
+        """The limits uploads are checked against before they are accepted."""
+        return self.scan_options().limits
+
