@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from .language import text_threat_score
 from .types import Detection, FlaggedSegment, FusionResult, SignalScores, ThreatHit
 
-WEAPON_SEVERITY = {"firearm": 1.0, "knife": 0.85, "blunt": 0.5}
+# A confident, persistent firearm alone can flag a video (displaying guns glamorises them);
+# knives and bats alone cannot (kitchens, tools, sport: 0.75 * 0.6 = 0.45 < 0.5), they need
+# threatening speech nearby. See docs/accuracy.md, "weapons alone".
+WEAPON_SEVERITY = {"firearm": 1.0, "knife": 0.6, "blunt": 0.4}
 
 
 @dataclass(frozen=True, slots=True)

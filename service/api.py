@@ -262,5 +262,8 @@ def create_app(settings: ServiceSettings | None = None, *,
                    key_id: Annotated[str, Path(max_length=64)]) -> schemas.KeyInfo:
         return service_of(request).revoke_key(principal, key_id)
 
+    from .ui import install as install_ui  # the reviewer web UI under /ui, outside the spec
+
+    install_ui(app)
     return app
 

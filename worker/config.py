@@ -33,8 +33,8 @@ def _float(name: str, default: float) -> float:
 class WorkerSettings:
     """Everything a client or worker process needs to know about the deployment."""
 
-    broker_url: str = DEFAULT_REDIS
-    result_backend: str = DEFAULT_REDIS
+    broker_url: str = DEFAULT_REDIS  # INCITESCAN_BROKER_URL
+    result_backend: str = DEFAULT_REDIS  # INCITESCAN_RESULT_BACKEND (default: the broker URL)
     storage: Path = Path("~/.local/share/incitescan/storage").expanduser()
     # Seconds before Redis hands an unacknowledged task (its worker died) to another worker.
     # Must exceed the longest hard time limit, or a slow task would run twice (harmlessly:

@@ -84,6 +84,8 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
         return "time_limit", "a stage of the scan ran over its time limit; the video may be " \
                              "too long for the configured limits"
+    if isinstance(exc, PartsMissing):
+        return "internal_error", f"chunk results never arrived ({exc}); submit the video again"
     if isinstance(exc, TRANSIENT_ERRORS):
         return "unavailable", f"a service stayed unreachable through every retry ({exc})"
     return "internal_error", f"{type(exc).__name__}: {exc}"

@@ -159,16 +159,22 @@ def _environment(config: WorkerSettings) -> dict[str, str]:
 def start_worker(worker_config: WorkerSettings, worker_models: None, tmp_path: Path
                  ) -> Iterator[Callable[..., Worker]]:
     """Factory of worker subprocesses (concurrency 1, all queues); all stopped at teardown.
-    `start_worker(name)` returns once the worker is consuming."""
+    `start_worker(name)` returns once the worker is consuming; `via_cli=True` starts it with
+    `incitescan worker` instead of `celery worker`."""
     started: list[Worker] = []
 
-    def start(name: str, queues: str = "scan,detect,speech") -> Worker:
+    def start(name: str, queues: str = "scan,detect,speech", via_cli: bool = False) -> Worker:
         log = tmp_path / f"worker-{name}.log"
+        if via_cli:
+            command = ["-m", "service.cli", "worker", "--concurrency", "1", "--queues", queues,
+                       "--loglevel", "info", "--name", f"{name}@test"]
+        else:
+            command = ["-m", "celery", "-A", "worker.app", "worker", "--concurrency", "1",
+                       "--queues", queues, "--loglevel", "info", "--hostname", f"{name}@test",
+                       "--without-gossip", "--without-mingle", "--without-heartbeat"]
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--concurrency",
-                 "1", "--queues", queues, "--loglevel", "info", "--hostname", f"{name}@test",
-                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                [sys.executable, *command],
                 cwd=REPO_ROOT, env=_environment(worker_config), stdout=output, stderr=output,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         worker = Worker(name, process, log)
