@@ -41,6 +41,8 @@ LOGIN_CSRF_COOKIE = "isk_ui_login_csrf"
 SESSION_SECONDS = 12 * 3600
 UI_ROLES = ("reviewer", "admin")
 QUEUE_LIMIT = 100
+# Keyboard shortcuts of the decision actions on the scan page.
+ACTION_KEYS = {"remove": "r", "restrict": "s", "allow": "a", "escalate": "e"}
 SIGNAL_NAMES = {"weapon": "Weapon", "threat_speech": "Threatening speech",
                 "co_occurrence": "Weapon + threat together"}
 SECURITY_HEADERS = {
@@ -491,6 +493,7 @@ def install(app: FastAPI) -> None:
     templates.env.filters["clock"] = clock
     templates.env.globals["signal_names"] = SIGNAL_NAMES
     templates.env.globals["chip_class"] = chip_class
+    templates.env.globals["action_keys"] = ACTION_KEYS
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
     app.include_router(router)
 

@@ -145,6 +145,11 @@ def test_uploader_key_cannot_open_the_ui(site: Site) -> None:
         assert "isk_ui_session" not in client.cookies
         assert client.get("/ui/").headers["location"].startswith("/ui/login")
         assert _login(client, "isk_nope_nope").status_code == 401
+    with httpx.Client(base_url=site.url) as client:  # admins may look but not decide
+        assert _login(client, site.keys["admin"]).status_code == 303
+        page = client.get(f"/ui/scans/{site.benign_scan}")
+        assert page.status_code == 200 and "Record decision" not in page.text
+        assert "can view scans but not record decisions" in page.text
 
 
 def test_post_without_csrf_token_is_refused(site: Site) -> None:
@@ -219,7 +224,10 @@ def test_reviewer_works_the_queue_and_records_a_decision(site: Site) -> None:
             page.screenshot(path=str(SCREENSHOTS / "scan.png"))
 
             page.locator("body").click(position={"x": 5, "y": 5})
-            page.keyboard.press("r")  # decision key: remove
+            page.keyboard.press("s")  # decision keys: restrict, then remove
+            expect(page.locator("input[name=action][value=restrict]")).to_be_checked()
+            page.locator("body").click(position={"x": 5, "y": 5})
+            page.keyboard.press("r")
             expect(page.locator("input[name=action][value=remove]")).to_be_checked()
             expect(page.get_by_label("Reason")).to_be_focused()
             page.get_by_label("Reason").fill("credible threat with a gun")
