@@ -73,14 +73,16 @@ BENIGN_LINES = (
     "My mum is buying a new kettle.",
 )
 
-CONFIGS = ("none", "initial_prompt", "hotwords", "both")
+CONFIGS = ("none", "initial_prompt", "hotwords", "both", "hotwords_framed")
 
 
 def hint_options(config: str, threads: int) -> SpeechOptions:
-    """Scanner speech options for one hint setting (everything else at the scan's defaults)."""
+    """Scanner speech options for one hint setting (everything else at the scan's defaults):
+    the lexicon primer as a bare list, or framed as a finished sentence ("Slang: ...") so that
+    the decoder is less tempted to continue the list."""
     hints = decoding_hints()
     prompt = hints if config in {"initial_prompt", "both"} else None
-    hotwords = hints if config in {"hotwords", "both"} else None
+    hotwords = {"hotwords": hints, "both": hints, "hotwords_framed": f"Slang: {hints}."}.get(config)
     return replace(
         SpeechOptions(),
         language=LANGUAGE,

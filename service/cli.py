@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -408,6 +410,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("incitescan: interrupted", markup=False, highlight=False)
         return 130
+    except (OSError, RedisConnectionError, OperationalError) as exc:
+        # Broker, database or disk unreachable: say which, without a traceback.
+        err.print(f"incitescan: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        return EXIT_INTERNAL
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -54,3 +54,11 @@ def test_weights_list_shows_each_model_state(tmp_path: Path) -> None:
     assert done.returncode == 3  # default models missing
     lines = done.stdout.splitlines()
     assert any(line.startswith("missing") and "whisper-base@" in line for line in lines)
+
+
+def test_unreachable_broker_is_one_line_not_a_traceback() -> None:
+    dead = "redis://127.0.0.1:1/0"  # port 1: nothing listens there
+    done = incitescan("status", "some-id", env={"INCITESCAN_BROKER_URL": dead,
+                                                "INCITESCAN_RESULT_BACKEND": dead})
+    assert done.returncode == 1
+    assert "Connection refused" in done.stderr and "Traceback" not in done.stderr
