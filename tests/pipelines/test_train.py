@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import cv2
@@ -181,16 +180,26 @@ def _frame(image: np.ndarray):  # type: ignore[no-untyped-def]
 
 
 def test_committed_model_finds_basegun_warmup_gun(own_detector) -> None:  # type: ignore[no-untyped-def]
+    """Measured 2026-11-25: firearm boxes at 0.53, 0.19, 0.14 (320 px); no knife."""
     image = cv2.imread(str(require_model("basegun-firearm") / "warmup.jpg"))
     found = own_detector.detect([_frame(image)], 1.0)
-    assert any(d.label == "firearm" and d.confidence >= 0.5 for d in found)
-    assert all(d.model.startswith("incitescan-weapons@") for d in found)
+    assert any(d.label == "firearm" and d.confidence >= 0.4 for d in found)
+    assert all(d.label == "firearm" for d in found)
+    assert all(d.model == "incitescan-weapons@0.1.0" for d in found)
 
 
-def test_committed_model_quiet_on_a_negative(own_detector) -> None:  # type: ignore[no-untyped-def]
-    negative = sorted((DEFAULT_DATA / "wallet-phone-airpod" / "images").glob("*.jpg"))
-    if not negative:
-        pytest.skip(f"no training data at {DEFAULT_DATA}")
-    image = np.full((416, 416, 3), 127, np.uint8)  # a blank grey frame, always available
-    assert own_detector.detect([_frame(image)], 1.0) == []
-    shutil.rmtree(Path("/nonexistent"), ignore_errors=True)
+# A held-out (validation split) hand-gesture negative: no box even at 0.05.
+NEGATIVE = DEFAULT_DATA / "handgestures-rf100" / "images" / (
+    "handgestures_a_346_jpg.rf.39e222ef66c4f0e30113d5bb76c8736c.jpg"
+)
+
+
+@pytest.mark.parametrize("kind", ["grey frame", "hand-gesture negative"])
+def test_committed_model_quiet_on_negatives(own_detector, kind: str) -> None:  # type: ignore[no-untyped-def]
+    if kind == "grey frame":
+        image = np.full((416, 416, 3), 127, np.uint8)
+    elif NEGATIVE.is_file():
+        image = cv2.imread(str(NEGATIVE))
+    else:
+        pytest.skip(f"training data not present: {NEGATIVE}")
+    assert own_detector.detect([_frame(image)], 1.0) == []  # at the default 0.25 threshold

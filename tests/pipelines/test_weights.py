@@ -155,8 +155,11 @@ def test_real_manifest_is_valid() -> None:
         "basegun-firearm",
         "yolo11n-coco-int8",
         "yolo11n-coco",
+        "incitescan-weapons",
     ]
     assert [s.name for s in manifest.values() if s.default] == list(manifest)[:4]
+    assert manifest["incitescan-weapons"].folder == "incitescan-weapons_openvino_model"
+    assert manifest["incitescan-weapons"].sources[0].kind == "repo"
     assert manifest["basegun-firearm"].label_map == {"weapon": "firearm"}
     assert manifest["yolo11n-coco-int8"].folder == "yolo11n-coco-int8_openvino_model"
     assert manifest["whisper-base"].ref == "whisper-base@1.0.0"

@@ -7,6 +7,8 @@ scan page are written to docs/screenshots/ for the README."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import socket
@@ -24,13 +26,18 @@ from service.api import create_app
 from service.scans import ScanService
 from service.schemas import KeyIn
 from service.settings import ServiceSettings
+from service.ui import SessionSigner, highlight, signal_class
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Functions, not expressions: Playwright evaluates a bare expression with eval(), which the
+# UI's Content-Security-Policy (rightly) refuses.
+IMAGES_LOADED = "() => [...document.images].every(i => i.complete)"
+PLAYER_AT = "(t) => Math.abs(document.getElementById('player').currentTime - t) < 0.05"
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # the tests on the running site scan two videos first
 
 
 def _need_browser() -> None:
@@ -137,6 +144,49 @@ def _login(client: httpx.Client, key: str) -> httpx.Response:
                                           "next": "/ui/"})
 
 
+HIT = {"start": 4.0, "end": 5.0, "text": "wet him up", "rule": "pattern:x", "category": "threat",
+       "meaning": "a threat"}
+
+
+@pytest.mark.parametrize(("text", "hits", "expected"), [
+    ("We are gonna wet him up", [HIT], ["We are gonna ", "[wet him up]"]),
+    ("We are gonna WET HIM UP today", [HIT], ["We are gonna ", "[WET HIM UP]", " today"]),
+    ("We are gonna wet him up", [{**HIT, "start": 30.0, "end": 31.0}],
+     ["We are gonna wet him up"]),  # another line's hit
+    ("wet him up, wet him up", [HIT, HIT], ["[wet him up]", ", wet him up"]),  # no overlap
+    ("nothing here", [HIT], ["nothing here"]),
+])
+def test_transcript_lines_highlight_the_words_of_their_hits(
+        text: str, hits: list[dict[str, Any]], expected: list[str]) -> None:
+    parts = highlight(text, 3.5, 6.0, hits)
+    assert [f"[{p['text']}]" if p["hit"] else p["text"] for p in parts] == expected
+
+
+@pytest.mark.parametrize(("signals", "css"), [
+    (["weapon"], "weapon"), (["threat_speech"], "speech"),
+    (["weapon", "threat_speech", "co_occurrence"], "both"), ([], "other"),
+])
+def test_segments_are_coloured_by_signal(signals: list[str], css: str) -> None:
+    assert signal_class(signals) == css
+
+
+def test_session_cookies_cannot_be_forged_or_outlive_their_time() -> None:
+    signer = SessionSigner()
+    cookie = signer.dump("key1")
+    session = signer.load(cookie)
+    assert session is not None and session["k"] == "key1"
+    assert signer.csrf_token(session) != SessionSigner().csrf_token(session)
+    payload, _, mac = cookie.partition(".")
+    assert signer.load(cookie.replace(payload, payload[:-2] + "xx")) is None
+    assert SessionSigner().load(cookie) is None  # another server's secret
+    assert signer.load("garbage") is None and signer.load(f"{payload}.") is None
+    expired = signer.dump("key1")
+    body = json.loads(base64.urlsafe_b64decode(expired.split(".")[0] + "=="))
+    stale = base64.urlsafe_b64encode(json.dumps({**body, "e": 1}).encode()).decode().rstrip("=")
+    assert signer.load(f"{stale}.{signer._mac(stale)}") is None
+
+
+@slow
 def test_uploader_key_cannot_open_the_ui(site: Site) -> None:
     with httpx.Client(base_url=site.url) as client:
         assert client.get("/ui/").status_code == 303  # not logged in: to the login page
@@ -152,6 +202,7 @@ def test_uploader_key_cannot_open_the_ui(site: Site) -> None:
         assert "can view scans but not record decisions" in page.text
 
 
+@slow
 def test_post_without_csrf_token_is_refused(site: Site) -> None:
     with httpx.Client(base_url=site.url) as client:
         assert _login(client, site.keys["reviewer"]).status_code == 303
@@ -167,6 +218,22 @@ def test_post_without_csrf_token_is_refused(site: Site) -> None:
     assert scan["decisions"] == []
 
 
+@slow
+def test_queue_filters(site: Site) -> None:
+    with httpx.Client(base_url=site.url) as client:
+        _login(client, site.keys["reviewer"])
+        for params, threat, benign in [({"min_score": "0.5"}, True, False),
+                                       ({"signal": "weapon"}, True, False),
+                                       ({"since": "2999-01-01"}, False, False),
+                                       ({"status": "all"}, True, True)]:
+            page = client.get("/ui/", params=params)
+            assert page.status_code == 200, page.text
+            assert (site.threat_scan in page.text, site.benign_scan in page.text) == (
+                threat, benign), params
+        assert client.get("/ui/", params={"min_score": "lots"}).status_code == 422
+
+
+@slow
 def test_video_streams_with_range_requests_for_a_session_only(site: Site) -> None:
     video = f"/ui/scans/{site.threat_scan}/video"
     with httpx.Client(base_url=site.url) as client:
@@ -177,6 +244,7 @@ def test_video_streams_with_range_requests_for_a_session_only(site: Site) -> Non
         assert part.headers["content-type"] == "video/mp4"
 
 
+@slow
 def test_reviewer_works_the_queue_and_records_a_decision(site: Site) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -196,14 +264,13 @@ def test_reviewer_works_the_queue_and_records_a_decision(site: Site) -> None:
             risks = [float(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.risk)")]
             assert risks == sorted(risks, reverse=True) and risks[0] > 0.5
             expect(rows.first.locator("td.thumb img")).to_be_visible()
-            page.wait_for_function("[...document.images].every(i => i.complete)")
+            page.wait_for_function(IMAGES_LOADED)
             page.screenshot(path=str(SCREENSHOTS / "queue.png"))
 
             page.keyboard.press("j")  # keyboard flow: select the first (riskiest) row, open it
             page.keyboard.press("Enter")
             expect(page).to_have_url(f"{site.url}/ui/scans/{site.threat_scan}")
-            page.wait_for_function("document.getElementById('player').readyState >= 1")
-            current_time = "document.getElementById('player').currentTime"
+            page.wait_for_function("() => document.getElementById('player').readyState >= 1")
 
             segments = page.locator("#timeline .seg")
             expect(segments.first).to_be_visible()
@@ -211,16 +278,16 @@ def test_reviewer_works_the_queue_and_records_a_decision(site: Site) -> None:
             start = float(target.get_attribute("data-seek") or "nan")
             assert start > 0
             target.click()
-            page.wait_for_function(f"Math.abs({current_time} - {start}) < 0.05")
+            page.wait_for_function(PLAYER_AT, arg=start)
 
             line = page.locator("ol.transcript button.line").nth(1)
             line_start = float(line.get_attribute("data-seek") or "nan")
             line.click()
-            page.wait_for_function(f"Math.abs({current_time} - {line_start}) < 0.05")
+            page.wait_for_function(PLAYER_AT, arg=line_start)
             expect(page.locator("ol.transcript mark").first).to_be_visible()
             expect(page.locator("ul.evidence img").first).to_be_visible()
             assert "{" not in page.locator("main").inner_text()  # no raw JSON
-            page.wait_for_function("[...document.images].every(i => i.complete)")
+            page.wait_for_function(IMAGES_LOADED)
             page.screenshot(path=str(SCREENSHOTS / "scan.png"))
 
             page.locator("body").click(position={"x": 5, "y": 5})
