@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 import cv2
+import numpy as np
 
 from .registry import Registry
 from .types import Detection, Frame
@@ -74,9 +75,10 @@ DETECTORS.register("ultralytics-pt", UltralyticsDetector)
 DETECTORS.register("openvino", UltralyticsDetector)
 
 
-def draw_detections(image: object, detections: Iterable[Detection], scale: float) -> object:
+def draw_detections(image: np.ndarray, detections: Iterable[Detection], scale: float
+                    ) -> np.ndarray:
     """A copy of `image` with weapon boxes and labels drawn (boxes given in video pixels)."""
-    canvas = image.copy()  # type: ignore[attr-defined]
+    canvas = image.copy()
     for det in detections:
         if det.label not in WEAPON_LABELS:
             continue

@@ -38,8 +38,8 @@ def test_nothing_found_scores_zero_and_flags_nothing() -> None:
         ([], [threat(10, 12, weight=0.3, category="weapon")], False),  # one weak slang term
         ([gun(5, conf=0.3), gun(6, conf=0.3)], [threat(6, 8, weight=0.45)], True),  # together
         ([gun(5, conf=0.95, label="knife"), gun(6, conf=0.95, label="knife")], [], False),  # kitchen
-        ([gun(5, conf=0.6, label="knife"), gun(6, conf=0.6, label="knife")], [threat(5, 7, 0.6)],
-         True),  # a knife while a threat is spoken
+        ([gun(5, conf=0.6, label="knife"), gun(6, conf=0.6, label="knife")],
+         [threat(5, 7, 0.6)], True),  # a knife while a threat is spoken
     ],
 )
 def test_flagging_table(detections, hits, flagged) -> None:
