@@ -312,8 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     training = wsub.add_parser("train", help="train the project's own weapon detector (CPU, "
                                "~60 min; see weights/incitescan-weapons/MODEL_CARD.md)")
     training.add_argument("--epochs", type=int, help="epochs (default: the recipe's 6)")
-    training.add_argument("--imgsz", type=int, help="training image size (default 320; "
-                          "the export runs at 416)")
+    training.add_argument("--imgsz", type=int, help="training and export image size (default 320)")
     training.add_argument("--out", metavar="DIR",
                           help="run folder (default ~/.cache/incitescan/train/...)")
     training.add_argument("--seed", type=int, help="seed of split, synthetic images, training (0)")

@@ -37,7 +37,8 @@ def test_nothing_found_scores_zero_and_flags_nothing() -> None:
         ([], [threat(10, 12)], True),  # an explicit threat
         ([], [threat(10, 12, weight=0.3, category="weapon")], False),  # one weak slang term
         ([gun(5, conf=0.3), gun(6, conf=0.3)], [threat(6, 8, weight=0.45)], True),  # together
-        ([gun(5, conf=0.95, label="knife"), gun(6, conf=0.95, label="knife")], [], False),  # kitchen
+        # a kitchen knife alone
+        ([gun(5, conf=0.95, label="knife"), gun(6, conf=0.95, label="knife")], [], False),
         ([gun(5, conf=0.6, label="knife"), gun(6, conf=0.6, label="knife")],
          [threat(5, 7, 0.6)], True),  # a knife while a threat is spoken
     ],
