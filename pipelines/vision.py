@@ -45,6 +45,7 @@ class UltralyticsDetector:
 
     def __init__(self, spec: ModelSpec, path: Path, options: DetectorOptions) -> None:
         os.environ.setdefault("YOLO_VERBOSE", "False")  # keep ultralytics' banners off stdout
+        os.environ.setdefault("YOLO_OFFLINE", "1")  # weights come from the manifest, never a hub
         from ultralytics import YOLO  # heavy import, only when a detector is built
 
         target = path / spec.files[0].name if spec.format == "ultralytics-pt" else path
