@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .media import AUDIO_RATE
 from .registry import Registry
@@ -88,6 +89,13 @@ class FasterWhisperTranscriber:
                                    cpu_threads=threads)
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
+        # faster-whisper computes its features with numpy; a multi-threaded BLAS sums in another
+        # order, so word times and probabilities would depend on how the process was started
+        # (OMP_NUM_THREADS). One BLAS thread makes every worker give the in-process result.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._transcribe(audio)
+
+    def _transcribe(self, audio: np.ndarray) -> Transcript:
         opts = self._options
         language = "en" if self._english_only else opts.language
         if audio.size < AUDIO_RATE // 10:
