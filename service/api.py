@@ -264,6 +264,7 @@ def create_app(settings: ServiceSettings | None = None, *,
 
     from .ui import install as install_ui  # the reviewer web UI under /ui, outside the spec
 
-    install_ui(app)
+    secret = (settings or ServiceSettings()).session_secret
+    install_ui(app, secret=secret.get_secret_value().encode() if secret else None)
     return app
 

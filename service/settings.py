@@ -36,6 +36,9 @@ class ServiceSettings(BaseSettings):
     clip_max_seconds: float = Field(default=30.0, gt=0)
 
     webhook_secret: SecretStr | None = None  # None: callback_url is refused
+    # Signs reviewer UI session cookies; None: a random one per process (sessions end on restart
+    # and are not shared between server processes; set it when running several).
+    session_secret: SecretStr | None = None
     webhook_allow_private: bool = False  # allow loopback/private callback targets (tests, LANs)
     webhook_max_attempts: int = Field(default=5, ge=1, le=20)
     # Seconds before the 2nd attempt, doubled before each later one.

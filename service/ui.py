@@ -74,7 +74,7 @@ def _unb64(text: str) -> bytes:
 
 
 class SessionSigner:
-    """Signs and checks session cookies with a per-process secret (sessions end on restart)."""
+    """Signs and checks session cookies (with a random per-process secret unless configured)."""
 
     def __init__(self, secret: bytes | None = None) -> None:
         self.secret = secret or secrets.token_bytes(32)
@@ -487,9 +487,9 @@ async def decide(request: Request, scan_id: str) -> Response:
                             status_code=303)
 
 
-def install(app: FastAPI) -> None:
-    """Mount the reviewer UI (/ui) and its static files on `app`."""
-    app.state.ui_signer = SessionSigner()
+def install(app: FastAPI, secret: bytes | None = None) -> None:
+    """Mount the reviewer UI (/ui) and its static files on `app`; `secret` signs sessions."""
+    app.state.ui_signer = SessionSigner(secret)
     templates.env.filters["clock"] = clock
     templates.env.globals["signal_names"] = SIGNAL_NAMES
     templates.env.globals["chip_class"] = chip_class

@@ -186,6 +186,13 @@ def test_session_cookies_cannot_be_forged_or_outlive_their_time() -> None:
     assert signer.load(f"{stale}.{signer._mac(stale)}") is None
 
 
+def test_a_configured_session_secret_is_shared_by_server_processes() -> None:
+    cookie = SessionSigner(b"configured secret").dump("key1")
+    session = SessionSigner(b"configured secret").load(cookie)  # another process, same secret
+    assert session is not None and session["k"] == "key1"
+    assert SessionSigner(b"another secret").load(cookie) is None
+
+
 @slow
 def test_uploader_key_cannot_open_the_ui(site: Site) -> None:
     with httpx.Client(base_url=site.url) as client:
