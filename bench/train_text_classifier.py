@@ -21,6 +21,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import sys
 from datetime import date
 from importlib import metadata
@@ -215,7 +216,7 @@ def main() -> None:
             "date": date.today().isoformat(),
             "data": {
                 name: {
-                    "path": str(path.relative_to(REPO.parent)),
+                    "path": os.path.relpath(path, REPO),
                     "sha256": sha256(path),
                     "lines": int((src == name).sum()),
                     "held_out": int((held & (src == name)).sum()),

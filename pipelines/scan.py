@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .fusion import FusionOptions, fuse
-from .language import LEXICON_VERSION, analyse_transcript
+from .language import LEXICON_VERSION, analyse_transcript, decoding_hints
 from .media import MediaLimits, extract_audio, frame_size, probe, sample_frames
 from .speech import (
     SpeechOptions,
@@ -52,7 +52,11 @@ class ScanOptions:
     speech_model: str = "base"  # "tiny.en", "base" or a manifest name; "" skips speech
     detectors: tuple[str, ...] = ("yolo11n-coco-int8", "basegun-firearm")
     detector: DetectorOptions = field(default_factory=DetectorOptions)
-    speech: SpeechOptions = field(default_factory=SpeechOptions)
+    # English: the language analysis is English (UK slang included), and on short clips Whisper's
+    # language detection picks wrong languages; slang hints double the slang heard
+    # (docs/language.md). `--language` overrides.
+    speech: SpeechOptions = field(
+        default_factory=lambda: SpeechOptions(language="en", hotwords=decoding_hints()))
     fusion: FusionOptions = field(default_factory=FusionOptions)
     limits: MediaLimits = field(default_factory=MediaLimits)
     max_evidence_frames: int = 24

@@ -34,7 +34,8 @@ def _scan_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.threshold is not None:
         changes["fusion"] = replace(options.fusion, threshold=args.threshold)
     if args.language is not None:
-        changes["speech"] = replace(options.speech, language=args.language)
+        language = None if args.language == "auto" else args.language
+        changes["speech"] = replace(options.speech, language=language)
     return replace(options, **changes)
 
 
@@ -296,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--fps", type=float, help="frames sampled per second (default 1)")
     scan.add_argument("--speech-model", choices=["tiny.en", "base", "none"],
                       help="Whisper model (default base)")
-    scan.add_argument("--language", help="spoken language code; default: detect")
+    scan.add_argument("--language", help="spoken language code (default en; 'auto' detects it)")
     scan.add_argument("--threshold", type=float, help="risk score that flags a video (0.5)")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     scan.set_defaults(run=cmd_scan)
@@ -369,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--fps", type=float, help="frames sampled per second (default 1)")
     submit.add_argument("--speech-model", choices=["tiny.en", "base", "none"],
                         help="Whisper model (default base)")
-    submit.add_argument("--language", help="spoken language code; default: detect")
+    submit.add_argument("--language", help="spoken language code (default en; 'auto' detects it)")
     submit.add_argument("--threshold", type=float, help="risk score that flags a video (0.5)")
     submit.add_argument("--chunk-s", type=float, metavar="S",
                         help="seconds per parallel chunk (default 120)")
