@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -246,37 +247,32 @@ def start_scan(*, scan_id: str) -> None:
     records.update(scan_id, dispatched=1)
 
 
-@app.task(base=ScanTask, name="incitescan.detect_chunk", **_time_limits(CONFIG.chunk_time_limit))
-def detect_chunk_task(*, scan_id: str, index: int) -> str | None:
-    """Sample and check the frames of one chunk; returns the part id stored."""
+def _chunk_part(scan_id: str, part: str, compute: Callable[[Job], object]) -> str | None:
+    """Compute one part of a scan once: a retried or duplicated task finds it stored."""
     job = open_job(scan_id)
     if job is None:
         return None
-    part = f"detect:{index}"
     records = store()
     if not records.has_part(job.result, part):
-        evidence = CONFIG.storage / "evidence" / job.result
-        found = detect_chunk(job.info, job.chunks[index], job.options, detectors_for(job.options),
-                             evidence_dir=evidence)
-        records.save_part(job.result, part, to_data(found))
+        records.save_part(job.result, part, to_data(compute(job)))
     records.part_done(scan_id, part)
     return part
+
+
+@app.task(base=ScanTask, name="incitescan.detect_chunk", **_time_limits(CONFIG.chunk_time_limit))
+def detect_chunk_task(*, scan_id: str, index: int) -> str | None:
+    """Sample and check the frames of one chunk; returns the part id stored."""
+    return _chunk_part(scan_id, f"detect:{index}", lambda job: detect_chunk(
+        job.info, job.chunks[index], job.options, detectors_for(job.options),
+        evidence_dir=CONFIG.storage / "evidence" / job.result))
 
 
 @app.task(base=ScanTask, name="incitescan.transcribe_chunk",
           **_time_limits(CONFIG.chunk_time_limit))
 def transcribe_chunk_task(*, scan_id: str, index: int) -> str | None:
     """Transcribe the audio of one chunk (with its overlap); returns the part id stored."""
-    job = open_job(scan_id)
-    if job is None:
-        return None
-    part = f"speech:{index}"
-    records = store()
-    if not records.has_part(job.result, part):
-        transcript = transcribe_chunk(job.info, job.chunks[index], transcriber_for(job.options))
-        records.save_part(job.result, part, to_data(transcript))
-    records.part_done(scan_id, part)
-    return part
+    return _chunk_part(scan_id, f"speech:{index}", lambda job: transcribe_chunk(
+        job.info, job.chunks[index], transcriber_for(job.options)))
 
 
 @app.task(base=ScanTask, name="incitescan.finish_scan", ignore_result=True,
