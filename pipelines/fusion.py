@@ -14,10 +14,17 @@ Windows over the threshold merge into flagged segments that carry their evidence
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .language import text_threat_score
-from .types import Detection, FlaggedSegment, FusionResult, SignalScores, ThreatHit
+from .types import (
+    Detection,
+    FlaggedSegment,
+    FusionResult,
+    KnownMatch,
+    SignalScores,
+    ThreatHit,
+)
 
 # A confident, persistent firearm alone can flag a video (displaying guns glamorises them);
 # knives and bats alone cannot (kitchens, tools, sport: 0.75 * 0.6 = 0.45 < 0.5), they need
@@ -39,6 +46,8 @@ class FusionOptions:
     speech_weight: float = 0.85
     co_occurrence_weight: float = 0.7
     min_weapon_signal: float = 0.15  # below this a window's weapon evidence is not reported
+    # A match in the bank of removed videos (its score is 0.7..1) flags a video on its own.
+    known_content_weight: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +199,28 @@ def fuse(
     return FusionResult(risk_score=risk, flagged=risk >= options.threshold,
                         threshold=options.threshold, signal_scores=signal_scores,
                         flagged_segments=segments, reasons=reasons)
+
+
+def add_known_content(result: FusionResult, matches: Sequence[KnownMatch],
+                      options: FusionOptions = FusionOptions()) -> FusionResult:
+    """Raise `result` for matches in the bank of removed videos: the known-content signal is
+    the strongest match's score, combined with the other signals by noisy-or; each matched
+    segment becomes a flagged segment with signal `known_content` and the match's reason."""
+    if not matches:
+        return result
+    signal = max(m.score for m in matches)
+    risk = round(_noisy_or(result.risk_score, options.known_content_weight * signal), 4)
+    known = [FlaggedSegment(start=seg.start, end=seg.end,
+                            score=round(options.known_content_weight * match.score, 4),
+                            signals=("known_content",),
+                            reasons=(f"known content: the same as {seg.bank_start:.1f}–"
+                                     f"{seg.bank_end:.1f} s of banked video {match.video_id} "
+                                     f"({match.label}): {seg.frames} frame(s), mean PDQ "
+                                     f"distance {seg.mean_distance:.0f}",))
+             for match in matches for seg in match.segments]
+    segments = tuple(sorted((*result.flagged_segments, *known), key=lambda s: (s.start, s.end)))
+    return FusionResult(
+        risk_score=risk, flagged=risk >= options.threshold, threshold=result.threshold,
+        signal_scores=replace(result.signal_scores, known_content=round(signal, 4)),
+        flagged_segments=segments,
+        reasons=(*(m.reason for m in matches), *result.reasons))

@@ -59,6 +59,11 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         "transcript": transcript,
         "evidence": [asdict(e) for e in result.evidence],
         "timings": result.timings,
+        # Re-upload matching (docs/matching.md): what the video's hashes matched in the bank,
+        # and the hashes themselves, so that a removed video can be banked from its report.
+        "known_matches": [asdict(m) for m in result.known_matches],
+        "fingerprint": {"frames": [asdict(h) for h in result.frame_hashes],
+                        "audio": [asdict(a) for a in result.audio_fingerprints]},
     })
 
 
@@ -94,8 +99,12 @@ def summary(report: dict[str, Any]) -> str:
         f"{report['threshold']:.2f}) — {video['duration']:.1f} s, {video['width']}x"
         f"{video['height']}",
         f"  signals: weapon {signals['weapon']:.2f}, threat speech {signals['threat_speech']:.2f}"
-        f", co-occurrence {signals['co_occurrence']:.2f}",
+        f", co-occurrence {signals['co_occurrence']:.2f}"
+        + (f", known content {signals['known_content']:.2f}"
+           if signals.get("known_content") else ""),
     ]
+    for match in report.get("known_matches", []):
+        lines.append(f"  KNOWN CONTENT: {match['reason']}")
     for segment in report["flagged_segments"]:
         lines.append(f"  [{_clock(segment['start'])}–{_clock(segment['end'])}] score "
                      f"{segment['score']:.2f} ({', '.join(segment['signals'])})")

@@ -19,8 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .fusion import FusionOptions, fuse
+from .fusion import FusionOptions, add_known_content, fuse
 from .language import LEXICON_VERSION, analyse_transcript, decoding_hints
+from .matching import (
+    EarlyMatcher,
+    HashBank,
+    MatchOptions,
+    fingerprint_audio,
+    hash_frame,
+    match_video,
+)
 from .media import MediaLimits, extract_audio, frame_size, probe, sample_frames
 from .speech import (
     SpeechOptions,
@@ -29,7 +37,17 @@ from .speech import (
     merge_transcripts,
     shift_transcript,
 )
-from .types import Detection, EvidenceFrame, Frame, MediaInfo, ScanResult, Transcript
+from .types import (
+    AudioFingerprint,
+    Detection,
+    EvidenceFrame,
+    Frame,
+    FrameHash,
+    KnownMatch,
+    MediaInfo,
+    ScanResult,
+    Transcript,
+)
 from .vision import WEAPON_LABELS, Detector, DetectorOptions, build_detector, save_evidence
 from .weights import ModelSpec, load_manifest
 
@@ -65,6 +83,10 @@ class ScanOptions:
     # Frames do not depend on the chunking; the transcript of a video longer than one chunk may.
     chunk_s: float = 120.0
     chunk_overlap_s: float = 4.0
+    # Perceptual hashes of the sampled frames and a fingerprint of the audio, for re-upload
+    # matching against a bank of removed videos (pipelines/matching.py, docs/matching.md).
+    fingerprint: bool = True
+    match: MatchOptions = field(default_factory=MatchOptions)
 
     @property
     def speech_model_name(self) -> str:
@@ -117,6 +139,7 @@ class VisionPart:
     detections: tuple[Detection, ...]
     frames_sampled: int
     evidence: tuple[EvidenceCandidate, ...] = ()
+    frame_hashes: tuple[FrameHash, ...] = ()
 
 
 def _spec(manifest: dict[str, ModelSpec], name: str) -> ModelSpec:
@@ -176,14 +199,17 @@ def detect_chunk(
     *,
     evidence_dir: Path | None = None,
     progress: Progress = _no_progress,
+    on_hash: Callable[[FrameHash], None] | None = None,
 ) -> VisionPart:
     """Sample the frames of `chunk` and run every detector on them; with `evidence_dir`, save
-    thumbnails of the chunk's `max_evidence_frames` strongest weapon frames there."""
+    thumbnails of the chunk's `max_evidence_frames` strongest weapon frames there. With
+    `options.fingerprint` each frame is also hashed (and passed to `on_hash`, if given)."""
     width, _ = frame_size(info, options.max_side)
     scale = width / info.width
     detections: list[Detection] = []
     best: list[tuple[float, int, Frame, list[Detection]]] = []  # min-heap of evidence
     sampled = 0
+    hashes: list[FrameHash] = []
     for frame in sample_frames(info, options.fps, options.max_side,
                                first=chunk.first_frame, stop=chunk.stop_frame):
         found = [d for det in detectors for d in det.detect([frame], scale)]
@@ -195,6 +221,10 @@ def detect_chunk(
                 heapq.heappush(best, entry)
             else:
                 heapq.heappushpop(best, entry)
+        if options.fingerprint:  # ~5 ms a frame; the frame is decoded already
+            hashes.append(hash_frame(frame))
+            if on_hash is not None:
+                on_hash(hashes[-1])
         sampled += 1
         progress("frames", sampled, 0)
     evidence = []
@@ -205,13 +235,25 @@ def detect_chunk(
             evidence.append(EvidenceCandidate(score, EvidenceFrame(
                 t=frame.t, frame_index=frame.index, path=str(target), labels=labels)))
     return VisionPart(chunk=chunk.index, detections=tuple(detections), frames_sampled=sampled,
-                      evidence=tuple(evidence))
+                      evidence=tuple(evidence), frame_hashes=tuple(hashes))
 
 
 def transcribe_chunk(info: MediaInfo, chunk: Chunk, transcriber: Transcriber) -> Transcript:
     """Transcribe the audio of `chunk` (with its overlap); times are in media seconds."""
+    transcript, _ = listen_chunk(info, chunk, transcriber, fingerprint=False)
+    assert transcript is not None
+    return transcript
+
+
+def listen_chunk(info: MediaInfo, chunk: Chunk, transcriber: Transcriber | None, *,
+                 fingerprint: bool) -> tuple[Transcript | None, AudioFingerprint | None]:
+    """Extract the audio of `chunk` (with its overlap) once, then transcribe it (given a
+    transcriber) and fingerprint it (with `fingerprint`); times are in media seconds."""
     audio = extract_audio(info, chunk.audio_start, chunk.audio_end)
-    return shift_transcript(transcriber.transcribe(audio), chunk.audio_start)
+    transcript = (shift_transcript(transcriber.transcribe(audio), chunk.audio_start)
+                  if transcriber is not None else None)
+    heard = fingerprint_audio(audio, chunk.audio_start) if fingerprint and len(audio) else None
+    return transcript, heard
 
 
 def wants_speech(info: MediaInfo, options: ScanOptions) -> bool:
@@ -228,9 +270,13 @@ def finish(
     models: dict[str, str],
     *,
     timings: dict[str, float] | None = None,
+    audio: Sequence[AudioFingerprint] = (),
+    bank: HashBank | None = None,
 ) -> ScanResult:
     """Merge the chunks' results (vision parts and, in chunk order, transcripts or None when
-    nothing was transcribed), analyse the language and fuse everything into the result.
+    nothing was transcribed), analyse the language and fuse everything into the result. With a
+    `bank`, the frame hashes and `audio` fingerprints are matched against it, and a match
+    raises the score (`fusion.add_known_content`).
 
     Of the evidence thumbnails the chunks saved, the `max_evidence_frames` strongest are kept
     and the other files are deleted."""
@@ -252,6 +298,14 @@ def finish(
     fusion = fuse(info.duration, (info.width, info.height), 1.0 / options.fps, detections, hits,
                   options.fusion)
     timings["fuse"] = time.perf_counter() - started
+    frame_hashes = tuple(h for part in vision for h in part.frame_hashes)
+    known: tuple[KnownMatch, ...] = ()
+    if bank is not None:
+        started = time.perf_counter()
+        known = match_video(frame_hashes, audio, bank, interval=1.0 / options.fps,
+                            options=options.match)
+        fusion = add_known_content(fusion, known, options.fusion)
+        timings["match"] = time.perf_counter() - started
 
     candidates = [c for part in vision for c in part.evidence]
     chosen = sorted(candidates, key=lambda c: (c.score, c.frame.frame_index), reverse=True)
@@ -270,19 +324,31 @@ def finish(
         frames_sampled=sum(part.frames_sampled for part in vision),
         evidence=evidence,
         timings={k: round(v, 3) for k, v in timings.items()},
+        frame_hashes=frame_hashes,
+        audio_fingerprints=tuple(audio),
+        known_matches=known,
     )
 
 
-def _transcribe_all(info: MediaInfo, chunks: Sequence[Chunk], transcriber: Transcriber,
-                    progress: Progress, timings: dict[str, float]) -> list[Transcript]:
-    transcripts = []
+def _transcribe_all(info: MediaInfo, chunks: Sequence[Chunk], transcriber: Transcriber | None,
+                    fingerprint: bool, progress: Progress, timings: dict[str, float]
+                    ) -> tuple[list[Transcript] | None, list[AudioFingerprint]]:
+    transcripts, heard = [], []
     started = time.perf_counter()
     for chunk in chunks:
-        progress("transcribe", chunk.index, len(chunks))
-        transcripts.append(transcribe_chunk(info, chunk, transcriber))
-    progress("transcribe", len(chunks), len(chunks))
-    timings["transcribe"] = time.perf_counter() - started
-    return transcripts
+        if transcriber is not None:
+            progress("transcribe", chunk.index, len(chunks))
+        transcript, fingerprint_ = listen_chunk(info, chunk, transcriber, fingerprint=fingerprint)
+        if transcript is not None:
+            transcripts.append(transcript)
+        if fingerprint_ is not None:
+            heard.append(fingerprint_)
+    if transcriber is not None:
+        progress("transcribe", len(chunks), len(chunks))
+        timings["transcribe"] = time.perf_counter() - started
+    else:
+        timings["fingerprint_audio"] = time.perf_counter() - started
+    return (transcripts if transcriber is not None else None), heard
 
 
 def scan(
@@ -292,8 +358,14 @@ def scan(
     models: ScanModels | None = None,
     evidence_dir: Path | None = None,
     progress: Progress = _no_progress,
+    bank: HashBank | None = None,
+    on_known_match: Callable[[KnownMatch], None] | None = None,
 ) -> ScanResult:
     """Scan one video file and return everything found, with evidence.
+
+    With a `bank` of removed videos the scan is matched against it; `on_known_match` is then
+    called as soon as the first frames match a banked video (the fast path), while the rest of
+    the analysis goes on.
 
     Raises InvalidMedia (and subclasses) for bad input and WeightsMissing for absent models."""
     timings: dict[str, float] = {}
@@ -306,9 +378,13 @@ def scan(
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech") as pool:
         speech_job = None
-        if models.transcriber is not None and wants_speech(info, options):
-            speech_job = pool.submit(_transcribe_all, info, chunks, models.transcriber, progress,
-                                     timings)
+        transcriber = models.transcriber if wants_speech(info, options) else None
+        if transcriber is not None or (options.fingerprint and info.has_audio):
+            speech_job = pool.submit(_transcribe_all, info, chunks, transcriber,
+                                     options.fingerprint, progress, timings)
+        early = (EarlyMatcher(bank, 1.0 / options.fps, on_known_match, options.match)
+                 if bank is not None and on_known_match is not None and options.fingerprint
+                 else None)
         vision: list[VisionPart] = []
         detect_started = time.perf_counter()
         for chunk in chunks:
@@ -318,10 +394,12 @@ def scan(
                 progress(stage, before + done, total_frames)
 
             vision.append(detect_chunk(info, chunk, options, models.detectors,
-                                       evidence_dir=evidence_dir, progress=frames_done))
+                                       evidence_dir=evidence_dir, progress=frames_done,
+                                       on_hash=early))
         timings["decode_detect"] = time.perf_counter() - detect_started
-        speech = speech_job.result() if speech_job is not None else None
+        speech, heard = speech_job.result() if speech_job is not None else (None, [])
 
-    result = finish(info, options, chunks, vision, speech, models.refs, timings=timings)
+    result = finish(info, options, chunks, vision, speech, models.refs, timings=timings,
+                    audio=heard, bank=bank)
     return replace(result, timings={**result.timings,
                                     "total": round(time.perf_counter() - scan_started, 3)})

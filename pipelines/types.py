@@ -158,6 +158,7 @@ class SignalScores:
     weapon: float
     threat_speech: float
     co_occurrence: float
+    known_content: float = 0.0  # a match in the bank of removed videos (pipelines/matching.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +184,57 @@ class EvidenceFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameHash:
+    """PDQ hashes of one sampled frame, as vPDQ computes them (one PDQ per sampled frame), for
+    several regions of the frame's content (`pipelines.matching.REGIONS`, same order) so that
+    crops and overlays still match; `quality` is PDQ's 0..100 measure of detail."""
+
+    t: float  # seconds from start of media
+    frame_index: int
+    quality: int
+    pdq: tuple[str, ...]  # 64 hex digits (256 bits) per region
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFingerprint:
+    """A Chromaprint fingerprint (fpcalc -raw) of the audio from `start` seconds on."""
+
+    start: float
+    item_s: float  # seconds of audio per fingerprint item
+    items: tuple[int, ...]  # unsigned 32-bit integers
+    algorithm: str  # e.g. "chromaprint2"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedSegment:
+    """A stretch of the scanned video that matches a stretch of a banked video, in time order."""
+
+    start: float  # seconds in the scanned video
+    end: float
+    bank_start: float  # seconds in the banked video
+    bank_end: float
+    frames: int  # sampled frames of the scanned video that matched
+    mean_distance: float  # PDQ Hamming distance of those frames, 0..256
+
+
+@dataclass(frozen=True, slots=True)
+class KnownMatch:
+    """The scanned video matches a video in the bank of removed content, and how well."""
+
+    video_id: str  # the banked video (a scan id for videos removed by a reviewer)
+    label: str  # why it is in the bank, e.g. "removed by reviewer" or the source list
+    score: float  # 0..1, the known-content signal this match gives
+    frame_share: float  # share of the scan's usable sampled frames that matched, 0..1
+    matched_frames: int
+    matched_seconds: float
+    speed: float  # banked seconds per scanned second along the match (1.0: same speed)
+    offset: float  # banked time minus scanned time at the start of the match, seconds
+    audio_score: float | None  # share of audio windows that matched, None: no audio to compare
+    segments: tuple[MatchedSegment, ...]
+    reason: str  # one readable line
+
+
+@dataclass(frozen=True, slots=True)
 class ScanResult:
     """Everything one scan found, before it is written out as a versioned report."""
 
@@ -196,3 +248,7 @@ class ScanResult:
     frames_sampled: int
     evidence: tuple[EvidenceFrame, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    # Perceptual hashes for re-upload matching (pipelines/matching.py), and what they matched.
+    frame_hashes: tuple[FrameHash, ...] = ()
+    audio_fingerprints: tuple[AudioFingerprint, ...] = ()
+    known_matches: tuple[KnownMatch, ...] = ()

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Install IncitementScan on a Debian/Ubuntu machine: system packages (ffmpeg, espeak-ng, chromium
-# for the UI tests), a virtual environment in .venv with the package and its test tools, then fetch
-# and verify the default model weights. Safe to run again: each step skips what is already done.
+# Install IncitementScan on a Debian/Ubuntu machine: system packages (ffmpeg, espeak-ng, fpcalc,
+# chromium for the UI tests), a virtual environment in .venv with the package and its test tools,
+# then fetch and verify the default model weights. Safe to run again: each step skips what is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
+# Chromaprint's fpcalc fingerprints the audio for re-upload matching (docs/matching.md).
+command -v fpcalc >/dev/null || need+=(libchromaprint-tools)
 # The reviewer UI's end-to-end tests drive the system Chromium (never a downloaded browser).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

@@ -57,12 +57,26 @@ def _stage_progress(bars: Progress, label: str) -> Callable[[str, float, float],
     return progress
 
 
+def _early_answer(name: str):  # type: ignore[no-untyped-def]
+    """The fast path of `scan --bank`: say at once that a video matches the bank."""
+    def say(match) -> None:  # type: ignore[no-untyped-def]
+        err.print(f"{name}: {match.reason} (early answer; the scan goes on)", markup=False,
+                  highlight=False)
+
+    return say
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """Scan each file in-process; print a summary per file and optionally write JSON reports."""
     from pipelines.report import summary, to_dict, write_json
     from pipelines.scan import load_models, scan
 
     options = _scan_options(args)
+    bank = None
+    if args.bank:
+        from pipelines.matching import HashBank
+
+        bank = HashBank.from_path(Path(args.bank))
     with err.status("loading models…"):
         models = load_models(options)
     reports, worst = [], EXIT_OK
@@ -73,7 +87,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         try:
             with _bars(args.quiet) as bars:
                 result = scan(path, options, models=models, evidence_dir=evidence,
-                              progress=_stage_progress(bars, path.name[:30]))
+                              progress=_stage_progress(bars, path.name[:30]), bank=bank,
+                              on_known_match=_early_answer(path.name))
         except ScanError as exc:
             err.print(f"incitescan: {exc.message}", markup=False, highlight=False)
             worst = max(worst, exc.exit_code)
@@ -86,6 +101,106 @@ def cmd_scan(args: argparse.Namespace) -> int:
         # One path: its report. Several: a list of the reports of those that could be scanned.
         write_json(reports[0] if len(args.paths) == 1 and reports else reports, target)
         err.print(f"report written to {target}", markup=False, highlight=False)
+    return worst
+
+
+def cmd_bank_add(args: argparse.Namespace) -> int:
+    """Add videos to a bank file: from scan reports (`--json` output) or by hashing videos."""
+    import json
+
+    from pipelines.matching import BankVideo, HashBank, fingerprint_file, fingerprint_from_report
+
+    target = Path(args.bank)
+    bank = HashBank.from_path(target) if target.exists() else HashBank()
+    for name in args.paths:
+        path = Path(name)
+        if path.suffix.lower() == ".json":
+            try:
+                report = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                err.print(f"incitescan: {path}: not a JSON report ({exc})", markup=False,
+                          highlight=False)
+                return EXIT_BAD_INPUT
+            frames, audio = fingerprint_from_report(report)
+            if not frames:
+                err.print(f"incitescan: {path}: the report has no frame hashes (scanned "
+                          "with fingerprints off, or by an older version)", markup=False,
+                          highlight=False)
+                return EXIT_BAD_INPUT
+            video = BankVideo(video_id=args.video_id or report["video"]["sha256"],
+                              label=args.label or report["video"]["path"], frames=frames,
+                              audio=audio)
+        else:
+            hashed = fingerprint_file(path)
+            video = BankVideo(video_id=args.video_id or hashed.video_id,
+                              label=args.label or hashed.label, frames=hashed.frames,
+                              audio=hashed.audio)
+        bank.add(video)
+        out.print(f"banked {video.video_id}: {len(video.frames)} frames, "
+                  f"{len(video.audio)} audio fingerprint(s)", markup=False, highlight=False)
+    partial = target.with_name(target.name + ".partial")
+    with partial.open("w", encoding="utf-8", newline="") as handle:
+        bank.write_csv(handle)
+    partial.replace(target)
+    return EXIT_OK
+
+
+def _bank_database():  # type: ignore[no-untyped-def]
+    from service.db import make_engine, migrate, session_factory
+    from service.settings import ServiceSettings
+
+    engine = make_engine(ServiceSettings().database_url)
+    migrate(engine)
+    return engine, session_factory(engine)
+
+
+def cmd_bank_import(args: argparse.Namespace) -> int:
+    """Import a bank file into the service's bank (the configured database)."""
+    from service.bank import import_csv
+
+    engine, sessions = _bank_database()
+    try:
+        with Path(args.file).open(encoding="utf-8", newline="") as handle, \
+                sessions.begin() as session:
+            videos, hashes = import_csv(session, handle, Path(args.file).name)
+    finally:
+        engine.dispose()
+    out.print(f"imported {videos} video(s), {hashes} hashes", markup=False, highlight=False)
+    return EXIT_OK
+
+
+def cmd_bank_export(args: argparse.Namespace) -> int:
+    """Export the service's bank (the configured database) as a bank file."""
+    from service.bank import export_csv
+
+    engine, sessions = _bank_database()
+    target = Path(args.file)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as handle, sessions() as session:
+            rows = export_csv(session, handle)
+    finally:
+        engine.dispose()
+    partial.replace(target)
+    out.print(f"exported {rows} rows to {target}", markup=False, highlight=False)
+    return EXIT_OK
+
+
+def cmd_bank_remove(args: argparse.Namespace) -> int:
+    """Take videos out of the service's bank."""
+    from service.bank import remove_video
+
+    engine, sessions = _bank_database()
+    worst = EXIT_OK
+    try:
+        with sessions.begin() as session:
+            for video_id in args.ids:
+                if not remove_video(session, video_id):
+                    err.print(f"incitescan: {video_id} is not in the bank", markup=False,
+                              highlight=False)
+                    worst = EXIT_BAD_INPUT
+    finally:
+        engine.dispose()
     return worst
 
 
@@ -300,7 +415,31 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--language", help="spoken language code (default en; 'auto' detects it)")
     scan.add_argument("--threshold", type=float, help="risk score that flags a video (0.5)")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    scan.add_argument("--bank", metavar="FILE", help="match against this bank of removed "
+                      "videos (CSV, docs/matching.md); a match raises the risk")
     scan.set_defaults(run=cmd_scan)
+
+    banks = sub.add_parser("bank", help="the bank of removed videos for re-upload matching")
+    bsub = banks.add_subparsers(dest="bank_command", required=True)
+    bank_add = bsub.add_parser("add", help="add videos to a bank file, from scan reports "
+                               "(REPORT.json) or by hashing the videos themselves")
+    bank_add.add_argument("paths", nargs="+", metavar="REPORT_OR_VIDEO")
+    bank_add.add_argument("--bank", required=True, metavar="FILE",
+                          help="the bank file (created if missing)")
+    bank_add.add_argument("--label", help="why these videos are banked (default: file name)")
+    bank_add.add_argument("--video-id", help="id to report on a match (default: the video's "
+                          "sha256 for a report, its file name for a video)")
+    bank_add.set_defaults(run=cmd_bank_add)
+    bank_import = bsub.add_parser("import", help="import a bank file into the service's bank "
+                                  "(INCITESCAN_DATABASE_URL)")
+    bank_import.add_argument("file", metavar="FILE")
+    bank_import.set_defaults(run=cmd_bank_import)
+    bank_export = bsub.add_parser("export", help="export the service's bank as a bank file")
+    bank_export.add_argument("file", metavar="FILE")
+    bank_export.set_defaults(run=cmd_bank_export)
+    bank_remove = bsub.add_parser("remove", help="take videos out of the service's bank")
+    bank_remove.add_argument("ids", nargs="+", metavar="VIDEO_ID")
+    bank_remove.set_defaults(run=cmd_bank_remove)
 
     weights = sub.add_parser("weights", help="model files: fetch, verify, list")
     wsub = weights.add_subparsers(dest="weights_command", required=True)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,7 +30,9 @@ from sqlalchemy import Engine, update
 from pipelines.errors import ScanError
 from pipelines.report import to_dict
 from pipelines.scan import ScanModels, ScanOptions, load_models, scan
+from pipelines.types import KnownMatch
 
+from .bank import DatabaseBank
 from .db import make_engine
 from .models import Scan, utcnow
 
@@ -69,6 +71,7 @@ class Executor(Protocol):
 
 _models: dict[ScanOptions, ScanModels] = {}
 _engines: dict[str, Engine] = {}
+_banks: dict[str, DatabaseBank] = {}
 
 
 def _engine(url: str) -> Engine:
@@ -107,8 +110,15 @@ def run_local_scan(video: str, options: ScanOptions, storage_root: str, database
         if options not in _models:
             log.info("loading models in pool process %d", os.getpid())
             _models[options] = load_models(options)
+        if database_url not in _banks:
+            _banks[database_url] = DatabaseBank(_engine(database_url))
+
+        def known_match(match: KnownMatch) -> None:  # the fast path: seen before the end
+            _set_progress(database_url, scan_id, known_match=asdict(match))
+
         result = scan(video, options, models=_models[options],
-                      evidence_dir=root / "evidence" / scan_id, progress=progress)
+                      evidence_dir=root / "evidence" / scan_id, progress=progress,
+                      bank=_banks[database_url].current(), on_known_match=known_match)
     except ScanError as exc:
         return {"error": exc.to_dict()}
     report = to_dict(result)

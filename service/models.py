@@ -112,6 +112,9 @@ class Scan(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # The first match in the bank of removed videos, recorded while the scan still runs (the
+    # re-upload fast path, docs/matching.md); the finished report has every match.
+    known_match: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class Segment(Base):
@@ -201,6 +204,33 @@ class WebhookDelivery(Base):
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class BankedVideo(Base):
+    """A video in the bank of removed content: re-uploads of it are matched (docs/matching.md).
+    Its id is the scan id for videos a reviewer removed, or the id an imported list gave it."""
+
+    __tablename__ = "bank_videos"
+
+    video_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200))  # why it is banked
+    source: Mapped[str] = mapped_column(String(200))  # "decision:<id>", "import:<file>"
+    audio: Mapped[list[Any]] = mapped_column(JSON, default=list)  # Chromaprint fingerprints
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BankedHash(Base):
+    """One PDQ hash of one sampled frame region of a banked video."""
+
+    __tablename__ = "bank_hashes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("bank_videos.video_id", ondelete="CASCADE"),
+                                          index=True)
+    t: Mapped[float] = mapped_column(Float)
+    quality: Mapped[int] = mapped_column(Integer)
+    region: Mapped[str] = mapped_column(String(8))
+    pdq: Mapped[str] = mapped_column(String(64), index=True)  # 64 hex digits
 
 
 class AppendOnlyError(RuntimeError):

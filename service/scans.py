@@ -27,12 +27,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipelines.errors import InvalidMedia, MediaTooLarge
+from pipelines.matching import BankVideo, fingerprint_from_report, match_video
 from pipelines.media import probe
 from pipelines.scan import model_refs
 from worker.storage import Storage, open_storage
 
 from . import schemas
 from .auth import Principal, authenticate, create_key
+from .bank import DatabaseBank, store_video, with_known_matches
 from .clips import cut_clip
 from .db import make_engine, migrate, session_factory
 from .errors import ApiError
@@ -94,6 +96,7 @@ class ScanService:
         self.storage: Storage = open_storage(self.storage_root)
         self.options = settings.scan_options()
         self.options_hash = options_fingerprint(self.options)
+        self.bank = DatabaseBank(self.engine)  # removed videos, for re-upload matching
         self.executor = executor or self._default_executor()
         self._webhooks = ThreadPoolExecutor(4, thread_name_prefix="webhook")
         self._stopping = threading.Event()
@@ -280,13 +283,14 @@ class ScanService:
     def finish(self, scan_id: str, outcome: Outcome) -> None:
         """Store the outcome of a scan (once: a scan already done or failed is left alone),
         then deliver its webhook."""
+        report = self._match_bank(outcome["report"]) if "report" in outcome else None
         with self.sessions.begin() as session:
             row = session.get(Scan, scan_id, with_for_update=True)
             if row is None or row.status in FINAL_STATUSES:
                 return
             now = utcnow()
-            if "report" in outcome:
-                self._store_report(session, row, outcome["report"])
+            if report is not None:
+                self._store_report(session, row, report)
                 row.status, row.progress = "done", 100.0
             else:
                 error = outcome.get("error") or {}
@@ -305,11 +309,27 @@ class ScanService:
             with contextlib.suppress(RuntimeError):
                 self._webhooks.submit(self._deliver_webhook, scan_id)
 
+    def _match_bank(self, report: dict[str, Any]) -> dict[str, Any]:
+        """`report` matched against the bank of removed videos, unless the scan did that
+        itself (a local pool scan checks the bank as it runs, for the fast path)."""
+        frames, audio = fingerprint_from_report(report)
+        if report.get("known_matches") or not frames:
+            return report
+        bank = self.bank.current()
+        if not bank.videos:
+            return report
+        fps = float((report.get("settings") or {}).get("fps") or self.options.fps)
+        matches = match_video(frames, audio, bank, interval=1.0 / fps,
+                              options=self.options.match)
+        return with_known_matches(report, matches, self.options.fusion) if matches else report
+
     def _store_report(self, session: Session, row: Scan, report: dict[str, Any]) -> None:
         report = json.loads(json.dumps(report))  # a private copy, plain JSON
         report["video"]["path"] = row.filename or row.sha256
         row.risk_score = float(report["risk_score"])
         row.flagged = bool(report["flagged"])
+        if report.get("known_matches"):
+            row.known_match = report["known_matches"][0]
         session.add(Report(scan_id=row.id, schema_version=str(report["schema_version"]),
                            body=report))
         for index, found in enumerate(report["flagged_segments"]):
@@ -424,7 +444,7 @@ class ScanService:
                 last_status_code=last.status_code if last else None,
                 last_error=last.error if last else None, last_attempt_at=last.at if last else None)
         return schemas.Scan(
-            **self.summary(row), callback_url=row.callback_url,
+            **self.summary(row), callback_url=row.callback_url, known_match=row.known_match,
             segments=[schemas.Segment(index=s.index, start=s.start, end=s.end, score=s.score,
                                       signals=s.signals, reasons=s.reasons) for s in segments],
             decisions=[self._decision_view(d) for d in decisions], webhook=webhook)
@@ -555,7 +575,22 @@ class ScanService:
                                    details={"decision_id": entry.id, "action": decision.action,
                                             "reason": decision.reason,
                                             "segment_marks": len(marks)}))
+            if decision.action == "remove":
+                self._bank_scan(session, row, entry)
             return self._decision_view(entry)
+
+    def _bank_scan(self, session: Session, row: Scan, decision: Decision) -> None:
+        """Put the hashes of a removed scan's video into the bank, so re-uploads match."""
+        report = session.get(Report, row.id)
+        frames, audio = fingerprint_from_report(report.body if report is not None else {})
+        if not frames:  # a failed scan, or one from before re-upload matching
+            return
+        video = BankVideo(video_id=row.id, label=f"removed by reviewer: {decision.reason}",
+                          frames=frames, audio=audio)
+        hashes = store_video(session, video, f"decision:{decision.id}")
+        session.add(AuditEntry(actor=decision.reviewer_key_id, action="bank.add",
+                               target=f"scan:{row.id}",
+                               details={"decision_id": decision.id, "hashes": hashes}))
 
     # ------------------------------------------------------------------------ audit log
 

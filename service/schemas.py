@@ -163,6 +163,10 @@ class Scan(ScanSummary):
     segments: list[Segment]
     decisions: list[Decision]
     webhook: WebhookStatus | None
+    known_match: dict[str, Any] | None = Field(
+        default=None, description="the strongest match in the bank of removed videos (a "
+        "`known_matches` item of the report: video_id, frame_share, segments, reason...); "
+        "set while the scan still runs as soon as its first frames match (docs/matching.md)")
 
 
 class ScanPage(BaseModel):
