@@ -37,6 +37,13 @@ class MediaTooLarge(InvalidMedia):
     code = "media_too_large"
 
 
+class DecodeLimitExceeded(MediaTooLarge):
+    """Decoding the input broke a resource limit (CPU time, memory, wall clock): a
+    decompression bomb, or a file built to stall the decoder."""
+
+    code = "decode_limit_exceeded"
+
+
 class WeightsMissing(ScanError):
     """A model file is not in the weights cache."""
 

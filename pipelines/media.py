@@ -8,23 +8,25 @@ could point ffmpeg at other files or URLs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import re
 import resource
+import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from .errors import InvalidMedia, MediaTooLarge, UnsupportedMedia
+from .errors import DecodeLimitExceeded, InvalidMedia, MediaTooLarge, UnsupportedMedia
 from .types import Frame, MediaInfo
 
 # Demuxers for ordinary uploads. Notably absent: hls, concat, image2 (globs), and every device.
@@ -35,6 +37,9 @@ ALLOWED_DEMUXERS = (
 SAFE_INPUT = ("-protocol_whitelist", "file", "-format_whitelist", ALLOWED_DEMUXERS)
 AUDIO_RATE = 16_000
 CHUNK_LEAD_S = 2.0  # decoded before the first frame of a chunk (see `sample_frames`)
+# Frame rates outside this range are not a real video's: a time scale of 0 in an MP4 header, say,
+# gives 1/1024 fps, and the fps filter would then emit a frame per second of a made-up timeline.
+MIN_FPS, MAX_FPS = 0.01, 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,12 @@ class MediaLimits:
     max_duration: float = 3 * 3600.0
     max_pixels: int = 7680 * 4320
     probe_timeout: float = 30.0
+    # Each ffmpeg/ffprobe child's address space (RLIMIT_AS): a decompression bomb (a tiny file of
+    # huge frames) fails to allocate instead of taking the machine's memory.
+    decode_memory_bytes: int = 4 * 1024**3
+    # Wall-clock limit on waiting for ffmpeg: a frame (or the whole audio track) must arrive
+    # within this many seconds, besides the CPU-time limit of 60 s + 2x the duration.
+    decode_stall_s: float = 120.0
 
 
 def _ffmpeg_binary() -> str:
@@ -59,10 +70,10 @@ def _input_url(path: Path) -> str:
     return "file:" + str(path.resolve())
 
 
-def _limit_child(cpu_seconds: int) -> None:
+def _limit_child(cpu_seconds: int, memory_bytes: int) -> None:
     """Runs in the ffmpeg child before exec: a decompression bomb burns only its own budget."""
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
-    resource.setrlimit(resource.RLIMIT_AS, (4 * 1024**3, 4 * 1024**3))
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
 
 def file_sha256(path: Path) -> str:
@@ -74,20 +85,38 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _number(value: object) -> float:
+    """A finite number from ffprobe's output (whose tags are the uploader's text), else NaN."""
+    try:
+        number = float(str(value))
+    except ValueError:
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
 def _rotation(stream: dict) -> int:
-    for side in stream.get("side_data_list", []) or []:
-        if "rotation" in side:
-            return int(round(float(side["rotation"]))) % 360
-    rotate = (stream.get("tags") or {}).get("rotate")
-    return int(rotate) % 360 if rotate else 0
+    """Display rotation in degrees (0, 90, 180, 270; counter-clockwise, as ffprobe reports it);
+    junk counts as 0."""
+    angles = [side.get("rotation") for side in stream.get("side_data_list") or []
+              if isinstance(side, dict) and "rotation" in side]
+    angles.append((stream.get("tags") or {}).get("rotate"))
+    for angle in angles:
+        degrees = _number(angle)
+        if math.isnan(degrees):
+            continue
+        # ffmpeg turns frames upright only for angles within 1 degree of a quarter turn (other
+        # angles are rotated inside the same frame size).
+        quarter = round(degrees / 90.0) * 90
+        return int(quarter) % 360 if abs(degrees - quarter) < 1.0 else 0
+    return 0
 
 
 def _frame_rate(stream: dict) -> float:
     for key in ("avg_frame_rate", "r_frame_rate"):
-        value = stream.get(key) or "0/0"
-        num, _, den = value.partition("/")
-        if den and int(den) != 0 and int(num) != 0:
-            return float(Fraction(int(num), int(den)))
+        num, _, den = str(stream.get(key) or "0/0").partition("/")
+        numerator, denominator = _number(num), _number(den or "1")
+        if numerator > 0 and denominator > 0:  # False for NaN
+            return numerator / denominator
     return 0.0
 
 
@@ -114,12 +143,19 @@ def probe(path: Path, limits: MediaLimits = MediaLimits()) -> MediaInfo:
     try:
         done = subprocess.run(
             args, capture_output=True, timeout=limits.probe_timeout, check=False,
-            stdin=subprocess.DEVNULL, preexec_fn=lambda: _limit_child(int(limits.probe_timeout)),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: _limit_child(int(limits.probe_timeout), limits.decode_memory_bytes),
         )
     except subprocess.TimeoutExpired:
-        raise InvalidMedia(f"{path.name}: probing took over {limits.probe_timeout:.0f} s") from None
+        raise DecodeLimitExceeded(f"{path.name}: probing took over {limits.probe_timeout:.0f} s "
+                                  "(the probe_timeout limit)") from None
     if done.returncode != 0:
-        reason = _last(done.stderr.decode(errors="replace")) if done.stderr else "unknown format"
+        stderr = done.stderr.decode(errors="replace")
+        if "Cannot allocate memory" in stderr:
+            raise DecodeLimitExceeded(
+                f"{path.name}: probing needs more than the {limits.decode_memory_bytes / 2**20:.0f}"
+                " MiB memory limit (decode_memory_bytes)")
+        reason = _last(stderr) if stderr else "unknown format"
         raise InvalidMedia(f"{path.name}: not a readable video ({reason})")
     try:
         meta = json.loads(done.stdout)
@@ -133,22 +169,23 @@ def probe(path: Path, limits: MediaLimits = MediaLimits()) -> MediaInfo:
     if video is None:
         raise UnsupportedMedia(f"{path.name}: no video stream (audio-only or not a video)")
     fmt = meta.get("format", {})
-    duration = float(fmt.get("duration") or video.get("duration") or 0.0)
-    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    duration = _number(fmt.get("duration") or video.get("duration") or 0.0)
+    width, height = _number(video.get("width") or 0), _number(video.get("height") or 0)
     fps = _frame_rate(video)
-    if width <= 0 or height <= 0:
+    if not (width >= 1 and height >= 1):  # also NaN
         raise InvalidMedia(f"{path.name}: the video stream has no picture size")
-    if duration <= 0:
+    if not duration > 0:
         raise InvalidMedia(f"{path.name}: the video has no duration (truncated or a still image)")
-    if fps <= 0 or fps > 1000:
-        raise InvalidMedia(f"{path.name}: implausible frame rate {fps:g} fps")
     if duration > limits.max_duration:
         raise MediaTooLarge(
             f"{path.name}: {duration / 60:.1f} min is over the "
             f"{limits.max_duration / 60:.0f} min limit"
         )
     if width * height > limits.max_pixels:
-        raise MediaTooLarge(f"{path.name}: {width}x{height} is over the resolution limit")
+        raise MediaTooLarge(f"{path.name}: {width:.0f}x{height:.0f} is over the resolution limit "
+                            f"of {limits.max_pixels / 1e6:.1f} megapixels")
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise InvalidMedia(f"{path.name}: implausible frame rate {fps:g} fps")
     rotation = _rotation(video)
     if rotation in (90, 270):
         width, height = height, width
@@ -158,8 +195,8 @@ def probe(path: Path, limits: MediaLimits = MediaLimits()) -> MediaInfo:
         size_bytes=size,
         format_name=str(fmt.get("format_name", "")),
         duration=round(duration, 3),
-        width=width,
-        height=height,
+        width=int(width),
+        height=int(height),
         fps=round(fps, 3),
         video_codec=str(video.get("codec_name", "")),
         rotation=rotation,
@@ -176,14 +213,54 @@ def frame_size(info: MediaInfo, max_side: int) -> tuple[int, int]:
     return width, height
 
 
-def _run_limited(args: list[str], cpu_seconds: int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+def _run_limited(args: list[str], cpu_seconds: int, stderr: IO[bytes], memory_bytes: int
+                 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,
-        preexec_fn=lambda: _limit_child(cpu_seconds),
+        preexec_fn=lambda: _limit_child(cpu_seconds, memory_bytes),
     )
+
+
+def _read_watched(process: subprocess.Popen[bytes], size: int, stall_s: float,
+                  stalled: threading.Event, *, exact: bool = True) -> bytes:
+    """One read of ffmpeg's output (`size` bytes, or what is there when not `exact`); ffmpeg is
+    killed and `stalled` set when nothing comes within `stall_s` seconds. Only the time spent
+    waiting here counts, never the time a caller spends on the frames it was given."""
+    assert process.stdout is not None
+
+    def stall() -> None:
+        stalled.set()
+        process.kill()
+
+    watchdog = threading.Timer(stall_s, stall)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return process.stdout.read(size) if exact else os.read(process.stdout.fileno(), size)
+    finally:
+        watchdog.cancel()
+
+
+def _check_decode_limits(name: str, process: subprocess.Popen[bytes], stderr: str,
+                         stalled: threading.Event, cpu_seconds: int, limits: MediaLimits
+                         ) -> None:
+    """Raise DecodeLimitExceeded when ffmpeg was stopped by a resource limit (call only when it
+    was not stopped by us)."""
+    if stalled.is_set():
+        raise DecodeLimitExceeded(
+            f"{name}: ffmpeg produced nothing for {limits.decode_stall_s:g} s (the wall-clock "
+            "limit decode_stall_s) and was stopped")
+    if process.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise DecodeLimitExceeded(
+            f"{name}: decoding used up its CPU-time limit of {cpu_seconds} s and was stopped")
+    if "Cannot allocate memory" in stderr:
+        raise DecodeLimitExceeded(
+            f"{name}: decoding needs more than the {limits.decode_memory_bytes / 2**20:.0f} MiB "
+            "memory limit (decode_memory_bytes): frames this large look like a decompression "
+            "bomb")
 
 
 def _cpu_budget(info: MediaInfo) -> int:
@@ -192,15 +269,22 @@ def _cpu_budget(info: MediaInfo) -> int:
 
 
 def sample_frames(
-    info: MediaInfo, fps: float, max_side: int = 640, *, first: int = 0, stop: int | None = None
+    info: MediaInfo, fps: float, max_side: int = 640, *, first: int = 0, stop: int | None = None,
+    limits: MediaLimits = MediaLimits(),
 ) -> Iterator[Frame]:
     """Yield frames at `fps` per second, scaled by ffmpeg to fit `max_side`, as BGR arrays.
 
     Frames are read one at a time from ffmpeg's pipe, so memory stays flat for any length.
     `first` and `stop` select sample indices [first, stop) (time `index / fps`), for scanning a
-    video in chunks: each chunk yields exactly the frames a whole-file decode yields there."""
+    video in chunks: each chunk yields exactly the frames a whole-file decode yields there.
+    ffmpeg runs under the CPU-time, memory and wall-clock limits of `limits`; breaking one raises
+    DecodeLimitExceeded."""
     if fps <= 0:
         raise ValueError("fps must be positive")
+    # Never more samples than the probed (limit-checked) duration holds: timestamps that run on
+    # past it cannot make the fps filter emit hours of frames from a tiny file.
+    last = math.ceil(info.duration * fps) + 1
+    stop = last if stop is None else min(stop, last)
     width, height = frame_size(info, max_side)
     seek_args: list[str] = []
     sampler = f"fps={fps:g}"
@@ -221,26 +305,36 @@ def sample_frames(
     # Frames this call should yield (the fps filter emits frames for the whole duration).
     expected = min(info.duration * fps, stop if stop is not None else math.inf) - first
     index = first
+    stalled, stopped_by_us, ended = threading.Event(), False, False
+    cpu_seconds = _cpu_budget(info)
     # stderr goes to a file: a pipe nobody reads could fill up and stall ffmpeg.
     with tempfile.TemporaryFile() as errors:
-        process = _run_limited(args, _cpu_budget(info), errors)
+        process = _run_limited(args, cpu_seconds, errors, limits.decode_memory_bytes)
         assert process.stdout is not None
         try:
-            while stop is None or index < stop:
-                buffer = process.stdout.read(frame_bytes)
+            while index < stop:
+                buffer = _read_watched(process, frame_bytes, limits.decode_stall_s, stalled)
                 if len(buffer) < frame_bytes:
+                    ended = True  # ffmpeg closed its output: it is exiting by itself
                     break
                 image = np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
                 yield Frame(index=index, t=round(index / fps, 3), image=image)
                 index += 1
         finally:
             process.stdout.close()
+            if ended:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=limits.decode_stall_s)
             if process.poll() is None:
                 process.kill()
+                stopped_by_us = not stalled.is_set()
             process.wait()
             errors.seek(0)
-            reason = _last(errors.read().decode(errors="replace"))
+            stderr = errors.read().decode(errors="replace")
+            reason = _last(stderr)
     name = Path(info.path).name
+    if not stopped_by_us:
+        _check_decode_limits(name, process, stderr, stalled, cpu_seconds, limits)
     if index == first and (first == 0 or expected >= 1):
         raise InvalidMedia(f"{name}: no frame could be decoded ({reason})")
     # The fps filter emits frames for the whole duration, so a large shortfall means the data
@@ -250,31 +344,46 @@ def sample_frames(
                            f"{index / fps:.1f} s of {info.duration:.1f} s ({reason})")
 
 
-def extract_audio(info: MediaInfo, start: float = 0.0, end: float | None = None) -> np.ndarray:
+def extract_audio(info: MediaInfo, start: float = 0.0, end: float | None = None, *,
+                  limits: MediaLimits = MediaLimits()) -> np.ndarray:
     """The audio track as float32 mono samples at 16 kHz (empty when there is none): all of it,
-    or the part from `start` to `end` seconds."""
+    or the part from `start` to `end` seconds (never past the probed duration). ffmpeg runs
+    under the limits of `limits`, as in `sample_frames`."""
     if not info.has_audio:
         return np.zeros(0, np.float32)
     span: list[str] = []
     if start > 0:
         span += ["-ss", f"{start:.6f}"]
-    if end is not None:
-        span += ["-t", f"{max(0.0, end - max(start, 0.0)):.6f}"]
+    # A second of slack past the probed duration: audio whose timestamps run on is cut there.
+    end = info.duration + 1.0 if end is None else min(end, info.duration + 1.0)
+    span += ["-t", f"{max(0.0, end - max(start, 0.0)):.6f}"]
     args = [
         _ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *SAFE_INPUT,
         *span, "-i", _input_url(Path(info.path)), "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-ac", "1", "-ar", str(AUDIO_RATE), "-f", "s16le", "pipe:1",
     ]
+    stalled = threading.Event()
+    cpu_seconds = _cpu_budget(info)
     with tempfile.TemporaryFile() as errors:
-        process = _run_limited(args, _cpu_budget(info), errors)
-        raw, _ = process.communicate()
+        process = _run_limited(args, cpu_seconds, errors, limits.decode_memory_bytes)
+        assert process.stdout is not None
+        blocks = []
+        try:
+            while block := _read_watched(process, 1 << 20, limits.decode_stall_s, stalled,
+                                         exact=False):
+                blocks.append(block)
+        finally:
+            process.stdout.close()
+            process.wait()
         errors.seek(0)
-        stderr = errors.read()
+        stderr = errors.read().decode(errors="replace")
+    raw = b"".join(blocks)
+    _check_decode_limits(Path(info.path).name, process, stderr, stalled, cpu_seconds, limits)
     if process.returncode != 0 and not raw:
         raise InvalidMedia(
-            f"{Path(info.path).name}: the audio track could not be decoded "
-            f"({_last(stderr.decode(errors='replace'))})"
+            f"{Path(info.path).name}: the audio track could not be decoded ({_last(stderr)})"
         )
+    raw = raw[:len(raw) // 2 * 2]  # whole 16-bit samples
     return np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0
 
 

@@ -211,7 +211,8 @@ def detect_chunk(
     sampled = 0
     hashes: list[FrameHash] = []
     for frame in sample_frames(info, options.fps, options.max_side,
-                               first=chunk.first_frame, stop=chunk.stop_frame):
+                               first=chunk.first_frame, stop=chunk.stop_frame,
+                               limits=options.limits):
         found = [d for det in detectors for d in det.detect([frame], scale)]
         detections += found
         weapons = [d for d in found if d.label in WEAPON_LABELS]
