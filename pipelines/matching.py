@@ -255,9 +255,12 @@ class HashBank:
         return sum(len(rows) for rows in self._rows)
 
     def add(self, video: BankVideo) -> None:
-        """Add (or replace) one video."""
+        """Add (or replace) one video; its frames under PDQ quality 50 are kept but not
+        indexed (featureless frames, such as black ones, look alike in every video)."""
         hexes, times, regions = [], [], []
         for frame in video.frames:
+            if frame.quality < PDQ_MIN_QUALITY:
+                continue
             for region, value in enumerate(frame.pdq):
                 hexes.append(value)
                 times.append(frame.t)
