@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .fusion import FusionOptions, add_known_content, fuse
-from .language import LEXICON_VERSION, analyse_transcript, decoding_hints
+from .language import LEXICON_VERSION, analyse_transcript, decoding_hints, embed_texts
 from .matching import (
     EarlyMatcher,
     HashBank,
@@ -155,6 +155,10 @@ def load_models(options: ScanOptions) -> ScanModels:
                  for name in options.detectors]
     transcriber = (build_transcriber(_spec(manifest, options.speech_model_name), options.speech)
                    if options.speech_model else None)
+    if transcriber is not None:
+        # The language classifier's sentence model takes seconds to load: load it with the
+        # other models rather than in the middle of the first scan that hears speech.
+        embed_texts(["warm up"])
     return ScanModels(detectors=detectors, transcriber=transcriber)
 
 
@@ -200,20 +204,28 @@ def detect_chunk(
     evidence_dir: Path | None = None,
     progress: Progress = _no_progress,
     on_hash: Callable[[FrameHash], None] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> VisionPart:
     """Sample the frames of `chunk` and run every detector on them; with `evidence_dir`, save
     thumbnails of the chunk's `max_evidence_frames` strongest weapon frames there. With
-    `options.fingerprint` each frame is also hashed (and passed to `on_hash`, if given)."""
+    `options.fingerprint` each frame is also hashed (and passed to `on_hash`, if given).
+    With `timings`, the seconds spent waiting for decoded frames ("decode") and in the
+    detectors ("detect") are added to it."""
     width, _ = frame_size(info, options.max_side)
     scale = width / info.width
     detections: list[Detection] = []
     best: list[tuple[float, int, Frame, list[Detection]]] = []  # min-heap of evidence
     sampled = 0
     hashes: list[FrameHash] = []
+    waited = detecting = 0.0
+    mark = time.perf_counter()
     for frame in sample_frames(info, options.fps, options.max_side,
                                first=chunk.first_frame, stop=chunk.stop_frame,
                                limits=options.limits):
+        started = time.perf_counter()
+        waited += started - mark
         found = [d for det in detectors for d in det.detect([frame], scale)]
+        detecting += time.perf_counter() - started
         detections += found
         weapons = [d for d in found if d.label in WEAPON_LABELS]
         if weapons and evidence_dir is not None:
@@ -228,6 +240,10 @@ def detect_chunk(
                 on_hash(hashes[-1])
         sampled += 1
         progress("frames", sampled, 0)
+        mark = time.perf_counter()
+    if timings is not None:
+        timings["decode"] = timings.get("decode", 0.0) + waited
+        timings["detect"] = timings.get("detect", 0.0) + detecting
     evidence = []
     if evidence_dir is not None:
         for score, _, frame, found in sorted(best, key=lambda e: e[1]):
@@ -396,7 +412,7 @@ def scan(
 
             vision.append(detect_chunk(info, chunk, options, models.detectors,
                                        evidence_dir=evidence_dir, progress=frames_done,
-                                       on_hash=early))
+                                       on_hash=early, timings=timings))
         timings["decode_detect"] = time.perf_counter() - detect_started
         speech, heard = speech_job.result() if speech_job is not None else (None, [])
 

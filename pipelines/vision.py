@@ -34,10 +34,15 @@ class Detector(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DetectorOptions:
-    """How detectors run: input size and the minimum confidence kept."""
+    """How detectors run: input size, the minimum confidence kept, and CPU threads."""
 
     min_confidence: float = 0.25
     imgsz: int | None = None  # None: the model's own size from the manifest
+    # Threads of the inference runtime (OpenVINO; PyTorch's are process-wide, so a `.pt` model
+    # sets them for the whole process). A scan detects while a second thread transcribes, so on
+    # a small CPU one thread each beats both runtimes spreading over every core and fighting
+    # (docs/performance.md). 0: the runtime's default (all cores).
+    threads: int = 1
 
 
 class UltralyticsDetector:
@@ -54,6 +59,27 @@ class UltralyticsDetector:
         self._label_map = dict(spec.label_map)
         self._imgsz = options.imgsz or spec.imgsz
         self._conf = options.min_confidence
+        if options.threads > 0:
+            self._limit_threads(spec, path, options.threads)
+
+    def _limit_threads(self, spec: ModelSpec, path: Path, threads: int) -> None:
+        if spec.format != "openvino":
+            import torch
+
+            torch.set_num_threads(threads)
+            return
+        # ultralytics builds its OpenVINO runtime on the first predict and takes no thread
+        # setting: predict once on a blank frame, then recompile the same model with the limit.
+        self._model.predict(np.zeros((self._imgsz, self._imgsz, 3), np.uint8),
+                            imgsz=self._imgsz, conf=self._conf, verbose=False)
+        predictor = self._model.predictor
+        assert predictor is not None
+        backend = predictor.model.backend
+        import openvino as ov
+
+        network = ov.Core().read_model(str(next(path.glob("*.xml"))))
+        backend.ov_compiled_model = backend.compile_model(
+            network, config={"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
 
     def detect(self, frames: Sequence[Frame], scale: float) -> list[Detection]:
         found: list[Detection] = []
@@ -98,8 +124,10 @@ def save_evidence(
     """Write one evidence thumbnail (JPEG, boxes drawn) and return its path."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"frame_{frame.index:06d}_{frame.t:09.3f}s.jpg"
-    cv2.imwrite(str(target), draw_detections(frame.image, detections, scale),
-                [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not cv2.imwrite(str(target), draw_detections(frame.image, detections, scale),
+                       [cv2.IMWRITE_JPEG_QUALITY, 85]):  # False, not an exception, on a full disk
+        raise OSError(f"could not write the evidence image {target.name} (disk full or not "
+                      "writable)")
     return target
 
 

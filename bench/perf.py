@@ -1,0 +1,557 @@
+"""Speed of a scan against the script a user would write first, on the same machine in one go.
+
+    .venv/bin/python bench/perf.py [--quick] [--work DIR] [--repeat N] [--doc]
+
+Test videos are made once with ffmpeg from `samples/` into the work folder (default
+~/.cache/incitescan/bench, outside the repository): a 1-minute 1280x720 25 fps video with speech,
+knives and guns (threat_knife + threat_gun_drill + threat_speech_only), and a 10-minute
+1920x1080 25 fps one (all eight samples, looped).
+
+Every measured run is a fresh Python process (so peak RSS and warm caches never mix):
+
+- **baseline**: OpenCV reads every frame, the sampled ones (1 fps, the frame nearest each
+  second) go to ultralytics YOLO in PyTorch, one frame per call (basegun's `keypoints.pt` at 320
+  and YOLO11n at 640, the sizes the scanner uses), then openai-whisper base transcribes the
+  whole audio (`model.transcribe(path, word_timestamps=True)`), one stage after the other.
+  The official `yolo11n.pt` is only on GitHub: when the weights cache has no `yolo11n-coco`, the
+  same architecture is built from ultralytics' `yolo11n.yaml` (untrained: the same compute, so the
+  timing holds, but its boxes are meaningless and are left out of the baseline's accuracy).
+  openai-whisper's own `base.pt` is not on PyPI either: its weights are rebuilt, tensor for tensor,
+  from the manifest's verified CTranslate2 whisper-base (float16, the same precision OpenAI ships).
+- **ours**: `pipelines.scan` with the default options and models loaded once beforehand.
+
+Both feed the same language analysis and fusion, and both are scored on the labelled samples
+(`samples/labels.json`) with `pipelines.evaluate.video_metrics`, so speed is never bought with
+silent accuracy loss. `--doc` writes the table between the markers of docs/performance.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SAMPLES = REPO / "samples"
+DOC = REPO / "docs" / "performance.md"
+BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
+FPS = 1.0
+VIDEOS = {
+    # name: (seconds, width, height, source clips)
+    "720p-1min": (60, 1280, 720, ("threat_knife.mp4", "threat_gun_drill.mp4",
+                                   "threat_speech_only.mp4")),
+    "1080p-10min": (600, 1920, 1080, ("threat_knife.mp4", "benign_street.mp4",
+                                      "threat_gun_drill.mp4", "kitchen_benign.mp4",
+                                      "threat_speech_only.mp4", "music_only.mp4",
+                                      "benign_slang.mp4", "weapon_silent.mp4")),
+}
+STAGES = ("load", "probe", "decode", "detect", "transcribe", "analyse", "fuse", "total")
+
+
+# ----------------------------------------------------------------------------- test videos
+
+
+def _has_audio(path: Path) -> bool:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries",
+                          "stream=index", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return bool(out.strip())
+
+
+def make_video(name: str, work: Path) -> Path:
+    """The test video `name` in `work`, made from the samples unless already there."""
+    seconds, width, height, clips = VIDEOS[name]
+    target = work / f"{name}.mp4"
+    if target.exists():
+        return target
+    work.mkdir(parents=True, exist_ok=True)
+    inputs: list[str] = []
+    chains: list[str] = []
+    for i, clip in enumerate(clips):
+        inputs += ["-i", str(SAMPLES / clip)]
+        chains.append(f"[{i}:v]scale={width}:{height},setsar=1,fps=25[v{i}]")
+        if _has_audio(SAMPLES / clip):
+            chains.append(f"[{i}:a]aresample=44100,aformat=channel_layouts=mono[a{i}]")
+        else:
+            chains.append(f"anullsrc=r=44100:cl=mono,atrim=duration="
+                          f"{_duration(SAMPLES / clip)}[a{i}]")
+    joined = "".join(f"[v{i}][a{i}]" for i in range(len(clips)))
+    graph = ";".join([*chains, f"{joined}concat=n={len(clips)}:v=1:a=1[v][a]"])
+    once = work / f".{name}-once.mp4"
+    encode = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", "250",
+              "-c:a", "aac", "-b:a", "96k"]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-filter_complex", graph,
+                    "-map", "[v]", "-map", "[a]", *encode, str(once)], check=True)
+    partial = work / f".{name}-partial.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(once),
+                    "-t", str(seconds), "-c", "copy", str(partial)], check=True)
+    once.unlink()
+    partial.replace(target)
+    return target
+
+
+def _duration(path: Path) -> float:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of",
+                          "csv=p=0", str(path)], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+# ------------------------------------------------------------------- openai-whisper baseline
+
+
+def read_ct2(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The variables (name -> numpy array) and aliases of a CTranslate2 `model.bin`."""
+    import numpy as np
+
+    dtypes = (np.float32, np.int8, np.int16, np.int32, np.float16)
+    variables: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    with open(path, "rb") as f:
+        def number(fmt: str) -> int:
+            return int(struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0])
+
+        def string() -> str:
+            return f.read(number("H"))[:-1].decode()
+
+        number("I")  # binary version
+        string()  # spec name
+        number("I")  # revision
+        for _ in range(number("I")):
+            name = string()
+            shape = [number("I") for _ in range(number("B"))]
+            dtype = dtypes[number("B")]
+            variables[name] = np.frombuffer(f.read(number("I")), dtype).reshape(shape)
+        for _ in range(number("I")):
+            alias = string()
+            aliases[alias] = string()
+    return variables, aliases
+
+
+def whisper_from_ct2(folder: Path) -> Any:
+    """An openai-whisper model with the weights of a CTranslate2 Whisper conversion: the
+    converter only renames tensors and fuses q/k/v (k has no bias: CTranslate2 stores zeros)."""
+    import numpy as np
+    import torch
+    import whisper
+
+    ct2, _ = read_ct2(folder / "model.bin")
+    config = json.loads((folder / "config.json").read_text())
+    state = int(ct2["encoder/conv1/weight"].shape[0])
+    layers = {side: 1 + max(int(m[1]) for k in ct2 if (m := re.match(rf"{side}/layer_(\d+)/", k)))
+              for side in ("encoder", "decoder")}
+    dims = whisper.model.ModelDimensions(
+        n_mels=int(ct2["encoder/conv1/weight"].shape[1]), n_audio_ctx=1500,
+        n_audio_state=state, n_audio_head=int(ct2["encoder/num_heads"]),
+        n_audio_layer=layers["encoder"], n_vocab=int(ct2["decoder/embeddings/weight"].shape[0]),
+        n_text_ctx=int(ct2["decoder/position_encodings/encodings"].shape[0]),
+        n_text_state=state, n_text_head=int(ct2["decoder/num_heads"]),
+        n_text_layer=layers["decoder"])
+    sd: dict[str, Any] = {}
+
+    def put(name: str, key: str) -> None:
+        sd[name] = torch.from_numpy(np.asarray(ct2[key], np.float32).copy())
+
+    def linear(name: str, key: str, bias: bool = True) -> None:
+        put(f"{name}.weight", f"{key}/weight")
+        if bias:
+            put(f"{name}.bias", f"{key}/bias")
+
+    def norm(name: str, key: str) -> None:
+        put(f"{name}.weight", f"{key}/gamma")
+        put(f"{name}.bias", f"{key}/beta")
+
+    def split(name: str, key: str, parts: tuple[str, ...]) -> None:
+        weight = np.asarray(ct2[f"{key}/weight"], np.float32)
+        bias = np.asarray(ct2[f"{key}/bias"], np.float32)
+        for i, part in enumerate(parts):
+            sd[f"{name}.{part}.weight"] = torch.from_numpy(weight[i * state:(i + 1) * state].copy())
+            if part != "key":
+                sd[f"{name}.{part}.bias"] = torch.from_numpy(bias[i * state:(i + 1) * state].copy())
+
+    for side in ("encoder", "decoder"):
+        for i in range(layers[side]):
+            block, key = f"{side}.blocks.{i}", f"{side}/layer_{i}"
+            split(f"{block}.attn", f"{key}/self_attention/linear_0", ("query", "key", "value"))
+            linear(f"{block}.attn.out", f"{key}/self_attention/linear_1")
+            norm(f"{block}.attn_ln", f"{key}/self_attention/layer_norm")
+            linear(f"{block}.mlp.0", f"{key}/ffn/linear_0")
+            linear(f"{block}.mlp.2", f"{key}/ffn/linear_1")
+            norm(f"{block}.mlp_ln", f"{key}/ffn/layer_norm")
+            if side == "decoder":
+                linear(f"{block}.cross_attn.query", f"{key}/attention/linear_0")
+                split(f"{block}.cross_attn", f"{key}/attention/linear_1", ("key", "value"))
+                linear(f"{block}.cross_attn.out", f"{key}/attention/linear_2")
+                norm(f"{block}.cross_attn_ln", f"{key}/attention/layer_norm")
+    linear("encoder.conv1", "encoder/conv1")
+    linear("encoder.conv2", "encoder/conv2")
+    put("encoder.positional_embedding", "encoder/position_encodings/encodings")
+    norm("encoder.ln_post", "encoder/layer_norm")
+    put("decoder.token_embedding.weight", "decoder/embeddings/weight")
+    put("decoder.positional_embedding", "decoder/position_encodings/encodings")
+    norm("decoder.ln", "decoder/layer_norm")
+    model = whisper.model.Whisper(dims)
+    model.load_state_dict(sd, strict=True)
+    heads = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
+    for layer, head in config.get("alignment_heads", ()):
+        heads[layer, head] = True
+    model.register_buffer("alignment_heads", heads.to_sparse(), persistent=False)
+    return model.eval()
+
+
+class BaselineScanner:
+    """The obvious script: OpenCV + ultralytics (PyTorch) per sampled frame, then openai-whisper
+    on the whole file, sequentially; results go through our language analysis and fusion."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        os.environ.setdefault("YOLO_VERBOSE", "False")
+        from ultralytics import YOLO
+
+        from pipelines.weights import load_manifest, model_path, weights_dir
+
+        manifest = load_manifest()
+        self.detectors: list[tuple[Any, Any, bool]] = []  # (spec, model, scored)
+        basegun = manifest["basegun-firearm"]
+        self.detectors.append((basegun, YOLO(str(model_path(basegun.name) / "keypoints.pt"),
+                                             task="pose"), True))
+        coco = manifest["yolo11n-coco"]
+        coco_pt = weights_dir() / coco.folder / "yolo11n.pt"
+        self.coco_trained = coco_pt.is_file()
+        coco_model = YOLO(str(coco_pt) if self.coco_trained else "yolo11n.yaml", task="detect")
+        self.detectors.append((coco, coco_model, self.coco_trained))
+        self.whisper = whisper_from_ct2(model_path("whisper-base"))
+
+    def scan(self, path: Path) -> dict[str, Any]:
+        import cv2
+
+        from pipelines.fusion import FusionOptions, fuse
+        from pipelines.language import analyse_transcript
+        from pipelines.types import Detection, TranscriptSegment, Word
+
+        timings = dict.fromkeys(("probe", "decode", "detect", "transcribe", "analyse", "fuse"),
+                                0.0)
+        started = time.perf_counter()
+        capture = cv2.VideoCapture(str(path))
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        duration = count / fps
+        timings["probe"] = time.perf_counter() - started
+        detections: list[Any] = []
+        index = sample = 0
+        mark = time.perf_counter()
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index == round(sample * fps / FPS):
+                timings["decode"] += time.perf_counter() - mark
+                mark = time.perf_counter()
+                for spec, model, scored in self.detectors:
+                    # An untrained stand-in would pass random boxes to NMS: it keeps none.
+                    conf = 0.25 if scored else 1.0
+                    (result,) = model.predict(frame, imgsz=spec.imgsz, conf=conf, verbose=False)
+                    if scored:
+                        detections += Detection.from_ultralytics(
+                            result, t=round(sample / FPS, 3), frame_index=sample,
+                            model=spec.ref, label_map=spec.label_map, scale=1.0)
+                sample += 1
+                timings["detect"] += time.perf_counter() - mark
+                mark = time.perf_counter()
+            index += 1
+        timings["decode"] += time.perf_counter() - mark
+        capture.release()
+
+        mark = time.perf_counter()
+        result = self.whisper.transcribe(str(path), language="en", word_timestamps=True,
+                                         fp16=False, condition_on_previous_text=False)
+        segments = tuple(
+            TranscriptSegment(
+                start=round(float(s["start"]), 3), end=round(float(s["end"]), 3),
+                text=s["text"].strip(),
+                words=tuple(Word(start=round(w["start"], 3), end=round(w["end"], 3),
+                                 text=w["word"].strip(), probability=round(w["probability"], 4))
+                            for w in s.get("words", ())),
+                avg_logprob=round(s["avg_logprob"], 4), no_speech_prob=round(
+                    s["no_speech_prob"], 4), compression_ratio=round(s["compression_ratio"], 4))
+            for s in result["segments"])
+        timings["transcribe"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        hits = tuple(analyse_transcript(segments))
+        timings["analyse"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        fusion = fuse(duration, (width, height), 1.0 / FPS, tuple(detections), hits,
+                      FusionOptions())
+        timings["fuse"] = time.perf_counter() - mark
+        timings["total"] = time.perf_counter() - started
+        return {"timings": timings, "fusion": fusion, "duration": duration,
+                "transcript": " ".join(s.text for s in segments), "frames": sample}
+
+
+# ------------------------------------------------------------------------ one measured run
+
+
+class _ChildRss:
+    """Peak RSS of this process's children (ffmpeg), polled: RUSAGE_CHILDREN only counts
+    children already waited for, and its maximum is over all of them."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.peak = 0
+        self._me = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                total = sum(c.memory_info().rss for c in self._me.children(recursive=True))
+            except Exception:  # a child may exit between listing and reading
+                continue
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def child(kind: str, target: str, out: Path) -> None:
+    """Run in a fresh process: load the models, scan `target` (a video, or `eval` for the
+    labelled samples) and write timings, peak RSS and results to `out` as JSON."""
+    children = _ChildRss()
+    started = time.perf_counter()
+    record: dict[str, Any] = {"kind": kind, "target": target}
+    if kind == "baseline":
+        scanner = BaselineScanner()
+        record["coco_trained"] = scanner.coco_trained
+    else:
+        from pipelines import ScanOptions, load_models
+
+        options = ScanOptions()
+        models = load_models(options)
+    load_s = time.perf_counter() - started
+
+    def scan_one(path: Path) -> dict[str, Any]:
+        if kind == "baseline":
+            return scanner.scan(path)
+        from pipelines import scan
+
+        result = scan(path, options, models=models)
+        return {"timings": dict(result.timings), "fusion": result.fusion,
+                "duration": result.media.duration, "frames": result.frames_sampled,
+                "transcript": " ".join(s.text for s in result.transcript.segments)
+                if result.transcript else ""}
+
+    if target == "eval":
+        from pipelines import evaluate
+
+        labels = evaluate.load_video_labels(SAMPLES)
+        runs = [scan_one(SAMPLES / label.file) for label in labels]
+        metrics = evaluate.video_metrics(labels, [r["fusion"] for r in runs])
+        record["metrics"] = {k: metrics[k] for k in ("roc_auc", "average_precision",
+                                                     "interval_hit_rate", "flagged_precision")}
+        record["metrics"]["video"] = metrics["video"]
+        record["per_video"] = [
+            {"file": v["file"], "risk": v["risk_score"], "flagged": v["flagged"],
+             "incitement": v["incitement"], "hit": v["intervals_hit"],
+             "intervals": v["true_intervals"], "transcript": r["transcript"]}
+            for v, r in zip(metrics["videos"], runs, strict=True)]
+        record["scan_s"] = sum(r["timings"]["total"] for r in runs)
+    else:
+        run = scan_one(Path(target))
+        timings = dict(run["timings"])
+        record.update(duration=run["duration"], frames=run["frames"],
+                      risk=run["fusion"].risk_score, flagged=run["fusion"].flagged,
+                      segments=len(run["fusion"].flagged_segments))
+        record["timings"] = {**timings, "load": load_s}
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record["children_peak_rss_mb"] = children.stop() / 1e6
+    record["loadavg"] = os.getloadavg()
+    out.write_text(json.dumps(record, indent=1, default=str))
+
+
+def measure(kind: str, target: str) -> dict[str, Any]:
+    """`child` in a fresh interpreter; its record, with the load average before it started."""
+    before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "record.json"
+        subprocess.run([sys.executable, __file__, "--child", kind, target, str(out)],
+                       check=True, cwd=REPO)
+        record = json.loads(out.read_text())
+    record["loadavg_before"] = before
+    return record
+
+
+# ---------------------------------------------------------------------------------- tables
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    from importlib.metadata import version
+
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    packages = ("ultralytics", "openvino", "torch", "faster-whisper", "ctranslate2",
+                "openai-whisper", "opencv-python-headless", "numpy")
+    ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        "ffmpeg": ffmpeg.split("\n", 1)[0].split(" ")[2] if ffmpeg else "?",
+        "versions": {p: version(p) for p in packages},
+    }
+
+
+def _s(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def speed_table(runs: list[dict[str, Any]]) -> str:
+    """Markdown: one row per (video, pipeline) with the median of the repeats."""
+    rows = ["| video | pipeline | runs | model load s | probe | decode | detect | decode+detect "
+            "(wall) | transcribe | analyse | fuse | **scan total s** | **s per min of video** "
+            "| speed-up | peak RSS MB (python + ffmpeg) | load avg (1 min) |",
+            "|" + " --- |" * 16]
+    for video in dict.fromkeys(r["video"] for r in runs):
+        medians = {}
+        for kind in ("baseline", "ours"):
+            chosen = [r for r in runs if r["video"] == video and r["kind"] == kind]
+            if not chosen:
+                continue
+            chosen.sort(key=lambda r: r["timings"]["total"])
+            mid = chosen[len(chosen) // 2]
+            medians[kind] = mid
+        for kind, r in medians.items():
+            t = r["timings"]
+            total = t["total"]
+            per_min = total / r["duration"] * 60
+            speedup = (f"**{medians['baseline']['timings']['total'] / total:.1f}x**"
+                       if kind == "ours" and "baseline" in medians else "1.0x")
+            chosen = [x for x in runs if x["video"] == video and x["kind"] == kind]
+            totals = ", ".join(f"{x['timings']['total']:.1f}" for x in chosen)
+            rows.append(
+                f"| {video} | {kind} | {len(chosen)} ({totals}) | {_s(t.get('load'))} "
+                f"| {_s(t.get('probe'))} | {_s(t.get('decode'))} | {_s(t.get('detect'))} "
+                f"| {_s(t.get('decode_detect'))} | {_s(t.get('transcribe'))} "
+                f"| {_s(t.get('analyse'))} | {_s(t.get('fuse'))} | **{total:.2f}** "
+                f"| **{per_min:.2f}** | {speedup} | {r['peak_rss_mb']:.0f} + "
+                f"{r['children_peak_rss_mb']:.0f} | {r['loadavg_before'][0]:.1f} → "
+                f"{r['loadavg'][0]:.1f} |")
+    return "\n".join(rows)
+
+
+def accuracy_table(evals: dict[str, dict[str, Any]]) -> str:
+    """Markdown: the video metrics of both pipelines on the labelled samples."""
+    rows = ["| pipeline | videos right (flagged = incitement) | precision / recall | ROC AUC "
+            "| average precision | true intervals hit | flagged seconds that are true "
+            "| scan s (all samples) |", "|" + " --- |" * 8]
+    for kind, record in evals.items():
+        m = record["metrics"]
+        video = m["video"]
+        right = sum(1 for v in record["per_video"] if v["flagged"] == v["incitement"])
+        rows.append(
+            f"| {kind} | {right}/{len(record['per_video'])} | {_s(video.get('precision'))} / "
+            f"{_s(video.get('recall'))} | {_s(m['roc_auc'])} | {_s(m['average_precision'])} "
+            f"| {_s(m['interval_hit_rate'])} | {_s(m['flagged_precision'])} "
+            f"| {record['scan_s']:.1f} |")
+    rows += ["", "| sample | incitement | baseline risk (flagged) | ours risk (flagged) |",
+             "| --- | --- | --- | --- |"]
+    base = {v["file"]: v for v in evals.get("baseline", {}).get("per_video", [])}
+    for v in evals.get("ours", {}).get("per_video", []):
+        b = base.get(v["file"])
+        theirs = f"{b['risk']:.2f} ({b['flagged']})" if b else "–"
+        rows.append(f"| {v['file']} | {v['incitement']} | {theirs} "
+                    f"| {v['risk']:.2f} ({v['flagged']}) |")
+    return "\n".join(rows)
+
+
+def write_doc(text: str) -> None:
+    """Put `text` between the markers of docs/performance.md."""
+    doc = DOC.read_text(encoding="utf-8")
+    head, _, rest = doc.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="the 1-minute video only, one run each, no accuracy run")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "incitescan" /
+                        "bench", help="where the test videos are made and kept")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per video and pipeline")
+    parser.add_argument("--baseline-long", action="store_true",
+                        help="run the baseline on the 10-minute video too (once: ~20 min on 2 "
+                        "cores); by default the speed-up is measured on the 1-minute video")
+    parser.add_argument("--json", type=Path, default=REPO / "out" / "perf.json")
+    parser.add_argument("--doc", action="store_true", help="write docs/performance.md's table")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "TARGET", "OUT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], Path(args.child[2]))
+        return
+
+    videos = ["720p-1min"] if args.quick else list(VIDEOS)
+    repeat = 1 if args.quick else args.repeat
+    paths = {name: make_video(name, args.work) for name in videos}
+    runs: list[dict[str, Any]] = []
+    for name in videos:
+        # Repeats on the 1-minute video; the 10-minute one runs once (minutes per run).
+        for i in range(repeat if name == videos[0] else 1):
+            # Alternate the order so a load change on the shared machine hits both alike.
+            kinds = ["baseline", "ours"] if i % 2 == 0 else ["ours", "baseline"]
+            for kind in kinds:
+                if kind == "baseline" and name != videos[0] and (i or not args.baseline_long):
+                    continue  # the 10-minute baseline at most once: it takes many minutes
+                record = measure(kind, str(paths[name]))
+                record["video"] = name
+                runs.append(record)
+                print(f"{name} {kind}: {record['timings']['total']:.1f} s "
+                      f"(load avg {record['loadavg'][0]:.1f})", file=sys.stderr, flush=True)
+    evals = {}
+    if not args.quick:
+        for kind in ("baseline", "ours"):
+            evals[kind] = measure(kind, "eval")
+            print(f"eval {kind}: {evals[kind]['metrics']['video']}", file=sys.stderr, flush=True)
+    info = machine()
+    text = "\n".join([
+        f"Measured {info['date']} on {info['cpu']}, {info['cores']} cores, "
+        f"{info['memory_gb']} GB; Python {info['python']}, ffmpeg {info['ffmpeg']}, "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
+        "", speed_table(runs), ""])
+    if evals:
+        coco = evals["baseline"].get("coco_trained")
+        text += "\n" + accuracy_table(evals) + "\n"
+        if not coco:
+            text += ("\nThe baseline's YOLO11n was the untrained architecture (no `yolo11n.pt` "
+                     "here): its boxes are left out of its accuracy.\n")
+    print(text)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": info, "runs": runs, "evals": evals}, indent=1,
+                                    default=str))
+    if args.doc:
+        write_doc(text)
+
+
+if __name__ == "__main__":
+    main()
