@@ -80,8 +80,13 @@ def write_json(report: dict[str, Any] | list[dict[str, Any]], target: Path) -> N
     """Write `report` to `target` atomically (a crash never leaves half a report)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    partial.replace(target)
+    try:
+        partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                           encoding="utf-8")
+        partial.replace(target)
+    except BaseException:  # a full disk, say: no half-written .partial file is left behind
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _clock(seconds: float) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipelines.scan import ScanOptions
 
-from .execution import OnDone, ScanJob
+from .execution import OnDone, ScanJob, store_outcome
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,17 @@ class CeleryExecutor:
                                     fast_track=job.priority == "high", config=self.config)
             except Exception as exc:  # noqa: BLE001 - the broker is down or the file vanished
                 log.exception("could not submit scan %s", job.scan_id)
-                self.on_done(job.scan_id, {"error": {"code": "unavailable", "message":
-                                                     f"could not queue the scan: {exc}"}})
+                store_outcome(self.on_done, job.scan_id, {"error": {
+                    "code": "unavailable", "message": f"could not queue the scan: {exc}"}},
+                    self._stop)
                 continue
-            self.on_submitted(job.scan_id, ref)
-            with self._lock:
+            with self._lock:  # followed from now on, even if recording the ref fails
                 self._tracked[ref] = job.scan_id
+            try:
+                self.on_submitted(job.scan_id, ref)
+            except Exception:  # noqa: BLE001 - database down: the scan is still followed
+                log.warning("could not record the worker scan of %s", job.scan_id,
+                            exc_info=True)
 
     def _poll_loop(self) -> None:
         from worker import client
@@ -90,10 +95,16 @@ class CeleryExecutor:
                 except Exception:  # noqa: BLE001 - Redis restarting: try again next round
                     log.warning("could not poll scan %s", scan_id, exc_info=True)
                     continue
-                if outcome is not None:
+                if outcome is None:
+                    continue
+                try:
                     self.on_done(scan_id, outcome)
-                    with self._lock:
-                        self._tracked.pop(ref, None)
+                except Exception:  # noqa: BLE001 - database restarting: store it next round
+                    log.warning("could not store the outcome of scan %s", scan_id,
+                                exc_info=True)
+                    continue
+                with self._lock:
+                    self._tracked.pop(ref, None)
 
     def _check(self, client: Any, ref: str, scan_id: str) -> dict[str, Any] | None:
         try:

@@ -99,7 +99,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.json:
         target = Path(args.json)
         # One path: its report. Several: a list of the reports of those that could be scanned.
-        write_json(reports[0] if len(args.paths) == 1 and reports else reports, target)
+        try:
+            write_json(reports[0] if len(args.paths) == 1 and reports else reports, target)
+        except OSError as exc:  # disk full, read-only, no permission
+            err.print(f"incitescan: could not write the report to {target}: "
+                      f"{exc.strerror or exc}", markup=False, highlight=False)
+            return max(worst, EXIT_INTERNAL)
         err.print(f"report written to {target}", markup=False, highlight=False)
     return worst
 

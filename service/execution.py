@@ -23,9 +23,10 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, update
+from sqlalchemy.exc import OperationalError
 
 from pipelines.errors import ScanError
 from pipelines.report import to_dict
@@ -42,6 +43,27 @@ Outcome = dict[str, Any]
 OnDone = Callable[[str, Outcome], None]
 PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
 MAX_ATTEMPTS = 2  # a scan whose pool process died is tried once more, then failed
+T = TypeVar("T")
+STORE_RETRY_MAX_S = 10.0  # longest pause between attempts to store an outcome
+
+
+def store_outcome(on_done: OnDone, scan_id: str, outcome: Outcome, stop: threading.Event
+                  ) -> bool:
+    """Call `on_done(scan_id, outcome)` until it succeeds: while the database restarts the
+    outcome waits here (retried with backoff) instead of being dropped. Gives up only when
+    `stop` is set (shutting down: the scan stays open and is resubmitted at the next start).
+    `on_done` must be idempotent: `ScanService.finish` stores an outcome once."""
+    delay = 0.5
+    while True:
+        try:
+            on_done(scan_id, outcome)
+            return True
+        except Exception:  # noqa: BLE001 - the database is unreachable; retried below
+            log.warning("could not store the outcome of scan %s; trying again in %.1f s",
+                        scan_id, delay, exc_info=True)
+        if stop.wait(delay):
+            return False
+        delay = min(STORE_RETRY_MAX_S, delay * 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +113,21 @@ def _set_progress(url: str, scan_id: str, **values: Any) -> None:
         log.warning("could not record progress of scan %s", scan_id, exc_info=True)
 
 
+def _wait_for_database(read: Callable[[], T], patience_s: float = 300.0) -> T:
+    """`read()`, retried with backoff while the database is unreachable (restarting), for up to
+    `patience_s` seconds; then its OperationalError is raised."""
+    delay, deadline = 0.5, time.monotonic() + patience_s
+    while True:
+        try:
+            return read()
+        except OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable; trying again in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(STORE_RETRY_MAX_S, delay * 2)
+
+
 def run_local_scan(video: str, options: ScanOptions, storage_root: str, database_url: str,
                    scan_id: str) -> Outcome:
     """Scan `video` in this pool process (loading the models on first use) and return the
@@ -118,9 +155,17 @@ def run_local_scan(video: str, options: ScanOptions, storage_root: str, database
 
         result = scan(video, options, models=_models[options],
                       evidence_dir=root / "evidence" / scan_id, progress=progress,
-                      bank=_banks[database_url].current(), on_known_match=known_match)
+                      bank=_wait_for_database(_banks[database_url].current),
+                      on_known_match=known_match)
     except ScanError as exc:
         return {"error": exc.to_dict()}
+    except OperationalError as exc:
+        return {"error": {"code": "database_unavailable", "message": "the database stayed "
+                          f"unreachable during the scan ({exc.orig}); submit the video again"}}
+    except OSError as exc:  # the media storage is full or unwritable (evidence images)
+        return {"error": {"code": "storage_error", "message": f"the media storage failed "
+                          f"during the scan ({exc.strerror or exc}); free space or fix it and "
+                          "submit the video again"}}
     report = to_dict(result)
     for item in report["evidence"]:  # never show the server's folders
         item["path"] = os.path.relpath(item["path"], root)
@@ -144,6 +189,7 @@ class LocalExecutor:
         self._cond = threading.Condition()
         self._running = 0
         self._closed = False
+        self._closing = threading.Event()
         self._pool: ProcessPoolExecutor | None = None
         # Outcomes are stored off the pool's own management thread.
         self._callbacks = ThreadPoolExecutor(1, thread_name_prefix="scan-done")
@@ -219,16 +265,14 @@ class LocalExecutor:
             log.exception("scan %s failed", job.scan_id)
             outcome = {"error": {"code": "internal_error", "message": f"{type(exc).__name__}: "
                                  f"{exc}"}}
-        try:
-            self.on_done(job.scan_id, outcome)
-        except Exception:  # noqa: BLE001 - recovered at the next start (status stays open)
-            log.exception("could not store the outcome of scan %s", job.scan_id)
+        store_outcome(self.on_done, job.scan_id, outcome, self._closing)
 
     def close(self) -> None:
         """Stop dispatching, cancel queued scans (they stay queued in the database and are
         resubmitted at the next start) and end the pool processes."""
         with self._cond:
             self._closed = True
+            self._closing.set()
             self._cond.notify_all()
             pool, self._pool = self._pool, None
         if pool is not None:
