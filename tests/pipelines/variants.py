@@ -27,10 +27,29 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
 }
 
 
+# The same edits for a video without sound.
+SILENT = {
+    "faster": ["-vf", "setpts=PTS/1.05"],
+    "slower": ["-vf", "setpts=PTS/0.96"],
+    "intro": ["-filter_complex", "[1:v]trim=0:8,setpts=PTS-STARTPTS[iv];[iv][0:v]concat=n=2:v=1"
+              ":a=0[v]", "-map", "[v]"],
+}
+
+
+def has_audio(path: Path) -> bool:
+    """Whether `path` has an audio stream (ffprobe)."""
+    found = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries",
+                            "stream=index", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, check=True, timeout=60)
+    return bool(found.stdout.strip())
+
+
 def make_variant(source: Path, name: str, target_dir: Path, intro: Path | None = None) -> Path:
     """Write variant `name` of `source` into `target_dir` (`intro`: the clip put in front of
     it for the "intro" variant) and return its path."""
     args, needs_intro = VARIANTS[name]
+    if name in SILENT and not has_audio(source):
+        args = SILENT[name]
     target = target_dir / f"{source.stem}-{name}.mp4"
     inputs = ["-i", str(source)]
     if needs_intro:
