@@ -220,6 +220,7 @@ class BaselineScanner:
         os.environ.setdefault("YOLO_VERBOSE", "False")
         from ultralytics import YOLO
 
+        from pipelines.language import embed_texts
         from pipelines.weights import load_manifest, model_path, weights_dir
 
         manifest = load_manifest()
@@ -233,6 +234,7 @@ class BaselineScanner:
         coco_model = YOLO(str(coco_pt) if self.coco_trained else "yolo11n.yaml", task="detect")
         self.detectors.append((coco, coco_model, self.coco_trained))
         self.whisper = whisper_from_ct2(model_path("whisper-base"))
+        embed_texts(["warm up"])  # the language analysis is ours: load it as ours does
 
     def scan(self, path: Path) -> dict[str, Any]:
         import cv2
@@ -365,8 +367,8 @@ def child(kind: str, target: str, out: Path) -> None:
         labels = evaluate.load_video_labels(SAMPLES)
         runs = [scan_one(SAMPLES / label.file) for label in labels]
         metrics = evaluate.video_metrics(labels, [r["fusion"] for r in runs])
-        record["metrics"] = {k: metrics[k] for k in ("roc_auc", "average_precision",
-                                                     "interval_hit_rate", "flagged_precision")}
+        record["metrics"] = {k: metrics[k] for k in ("roc_auc", "ap", "interval_hit_rate",
+                                                     "flagged_precision")}
         record["metrics"]["video"] = metrics["video"]
         record["per_video"] = [
             {"file": v["file"], "risk": v["risk_score"], "flagged": v["flagged"],
@@ -468,10 +470,12 @@ def accuracy_table(evals: dict[str, dict[str, Any]]) -> str:
         m = record["metrics"]
         video = m["video"]
         right = sum(1 for v in record["per_video"] if v["flagged"] == v["incitement"])
+        hit = sum(v["hit"] for v in record["per_video"])
+        intervals = sum(v["intervals"] for v in record["per_video"])
         rows.append(
             f"| {kind} | {right}/{len(record['per_video'])} | {_s(video.get('precision'))} / "
-            f"{_s(video.get('recall'))} | {_s(m['roc_auc'])} | {_s(m['average_precision'])} "
-            f"| {_s(m['interval_hit_rate'])} | {_s(m['flagged_precision'])} "
+            f"{_s(video.get('recall'))} | {_s(m['roc_auc'])} | {_s(m['ap'])} "
+            f"| {hit}/{intervals} ({_s(m['interval_hit_rate'])}) | {_s(m['flagged_precision'])} "
             f"| {record['scan_s']:.1f} |")
     rows += ["", "| sample | incitement | baseline risk (flagged) | ours risk (flagged) |",
              "| --- | --- | --- | --- |"]
