@@ -95,18 +95,24 @@ def load_videos(session: Session, video_ids: Iterable[str] | None = None) -> lis
     return videos
 
 
+_FUSION_FIELDS = {"risk_score", "flagged", "threshold", "signal_scores", "flagged_segments",
+                  "reasons"}
+
+
 def with_known_matches(report: dict[str, Any], matches: Sequence[KnownMatch],
                        options: FusionOptions) -> dict[str, Any]:
     """`report` with `matches` added the way a scan given the bank adds them: its fusion is
     rebuilt from the report, raised by `pipelines.fusion.add_known_content` and written back."""
-    fields = {"risk_score", "flagged", "threshold", "signal_scores", "flagged_segments",
-              "reasons"}
-    fusion = add_known_content(from_data(FusionResult, {k: report[k] for k in fields}),
-                               matches, options)
+    # Optional fields of the report (check_report) take the values a scan would have given.
+    current = {"threshold": options.threshold, "reasons": [],
+               **{k: v for k, v in report.items() if k in _FUSION_FIELDS}}
+    current["signal_scores"] = {"weapon": 0.0, "threat_speech": 0.0, "co_occurrence": 0.0,
+                                **(report.get("signal_scores") or {})}
+    fusion = add_known_content(from_data(FusionResult, current), matches, options)
     updated = dict(report)
     plain = json.loads(json.dumps({"fusion": asdict(fusion),
                                    "matches": [asdict(m) for m in matches]}))
-    updated.update({k: v for k, v in plain["fusion"].items() if k in fields})
+    updated.update({k: v for k, v in plain["fusion"].items() if k in _FUSION_FIELDS})
     updated["known_matches"] = plain["matches"]
     return updated
 

@@ -5,6 +5,7 @@ and out as CSV through the CLI, and a real local pool scan answers the re-upload
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -13,7 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from pipelines.fusion import FusionOptions
 from pipelines.matching import BankVideo, HashBank, fingerprint_file
+from pipelines.types import KnownMatch, MatchedSegment
+from service.bank import with_known_matches
 from service.cli import run as cli
 from service.models import AuditEntry, BankedHash
 from tests.pipelines.conftest import require_model
@@ -43,7 +47,7 @@ def report_for(video: Path, risk: float = 0.1) -> dict[str, Any]:
                   reasons=[], settings={"fps": 1.0}, known_matches=[],
                   fingerprint={"frames": [asdict(f) for f in hashed.frames],
                                "audio": [asdict(a) for a in hashed.audio]})
-    return report
+    return json.loads(json.dumps(report))  # plain JSON, as an executor delivers it
 
 
 def _finished(api: Api, video: Path, tmp_path: Path, report: dict[str, Any]) -> str:
@@ -151,3 +155,18 @@ def test_local_pool_scan_answers_a_reupload_before_it_ends(
     assert seen_running["known_match"]["video_id"] == original
     assert view["known_match"]["video_id"] == original and view["flagged"]
     assert view["known_match"]["matched_frames"] >= 20
+
+
+def test_a_minimal_report_is_raised_like_a_scan_would_be() -> None:
+    """Reports may omit signal_scores, threshold and reasons (see check_report): the match
+    still raises them, keeping the report's own segments."""
+    match = KnownMatch(video_id="v1", label="removed", score=0.9, frame_share=1.0,
+                       matched_frames=10, matched_seconds=10.0, speed=1.0, offset=0.0,
+                       audio_score=None, segments=(MatchedSegment(0.0, 10.0, 3.0, 13.0, 10, 2.0),),
+                       reason="known content: matches banked video v1")
+    raised = with_known_matches(fake_report(0.3), [match], FusionOptions())
+    assert raised["risk_score"] == pytest.approx(0.93) and raised["flagged"]
+    assert raised["signal_scores"]["known_content"] == 0.9
+    assert [s["signals"] for s in raised["flagged_segments"]] == [
+        ["known_content"], ["weapon", "threat_speech"]]
+    assert raised["known_matches"][0]["segments"][0]["bank_start"] == 3.0
