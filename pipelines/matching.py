@@ -197,11 +197,26 @@ def fingerprint_from_report(report: dict[str, Any]
     frames = tuple(FrameHash(t=float(f["t"]), frame_index=int(f["frame_index"]),
                              quality=int(f["quality"]), pdq=tuple(f["pdq"]))
                    for f in found.get("frames", []))
-    audio = tuple(AudioFingerprint(start=float(a["start"]), item_s=float(a["item_s"]),
-                                   items=tuple(int(v) for v in a["items"]),
-                                   algorithm=str(a["algorithm"]))
-                  for a in found.get("audio", []))
-    return frames, audio
+    return frames, tuple(audio_from_data(a) for a in found.get("audio", []))
+
+
+def audio_from_data(data: dict[str, Any]) -> AudioFingerprint:
+    """An `AudioFingerprint` from its JSON form (`dataclasses.asdict` after a JSON trip)."""
+    return AudioFingerprint(start=float(data["start"]), item_s=float(data["item_s"]),
+                            items=tuple(int(v) for v in data["items"]),
+                            algorithm=str(data["algorithm"]))
+
+
+def frames_from_regions(by_time: dict[float, dict[str, Any]]) -> tuple[FrameHash, ...]:
+    """Frame hashes from {time: {"quality": q, region name: hex, ...}}, in time order. A frame
+    with only some regions (a list with one whole-frame hash a frame, as vPDQ or threatexchange
+    lists hold) uses its `full` hash, or any one it has, for the others."""
+    hashed = []
+    for index, (t, entry) in enumerate(sorted(by_time.items())):
+        full = str(entry.get("full") or next(v for k, v in entry.items() if k != "quality"))
+        hashed.append(FrameHash(t=t, frame_index=index, quality=int(entry["quality"]),
+                                pdq=tuple(str(entry.get(name, full)) for name in REGION_NAMES)))
+    return tuple(hashed)
 
 
 # --------------------------------------------------------------------------------- bank
@@ -432,18 +447,9 @@ def read_bank_rows(handle: IO[str], *, source: str = "bank file") -> list[BankVi
                 raise ValueError(f"unsupported signal_type {kind!r} (pdq, chromaprint)")
         except ValueError as exc:
             raise BankFormatError(f"{source}, line {line}: {exc}") from None
-    videos = []
-    for video_id in labels:
-        hashed = []
-        for index, (t, entry) in enumerate(sorted(frames.get(video_id, {}).items())):
-            full = str(entry.get("full") or next(v for k, v in entry.items() if k != "quality"))
-            # A list with one hash a frame (threatexchange-style) repeats it for every region.
-            pdq = tuple(str(entry.get(name, full)) for name in REGION_NAMES)
-            hashed.append(FrameHash(t=t, frame_index=index, quality=int(entry["quality"]),
-                                    pdq=pdq))
-        videos.append(BankVideo(video_id=video_id, label=labels[video_id], frames=tuple(hashed),
-                                audio=tuple(audio.get(video_id, ()))))
-    return videos
+    return [BankVideo(video_id=video_id, label=labels[video_id],
+                      frames=frames_from_regions(frames.get(video_id, {})),
+                      audio=tuple(audio.get(video_id, ()))) for video_id in labels]
 
 
 # ----------------------------------------------------------------------------- matching

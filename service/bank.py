@@ -21,9 +21,11 @@ from pipelines.matching import (
     REGION_NAMES,
     BankVideo,
     HashBank,
+    audio_from_data,
+    frames_from_regions,
     read_bank_rows,
 )
-from pipelines.types import AudioFingerprint, FrameHash, FusionResult, KnownMatch
+from pipelines.types import FusionResult, KnownMatch
 from worker.codec import from_data
 
 from .models import BankedHash, BankedVideo
@@ -80,19 +82,11 @@ def load_videos(session: Session, video_ids: Iterable[str] | None = None) -> lis
     for video_id, t, quality, region, pdq in session.execute(hash_query):
         entry = frames.setdefault(video_id, {}).setdefault(t, {"quality": quality})
         entry[region] = pdq
-    videos = []
-    for row in session.scalars(query.order_by(BankedVideo.added_at, BankedVideo.video_id)):
-        hashed = []
-        for index, (t, entry) in enumerate(sorted(frames.get(row.video_id, {}).items())):
-            full = entry.get("full") or next(v for k, v in entry.items() if k != "quality")
-            hashed.append(FrameHash(t=t, frame_index=index, quality=int(entry["quality"]),
-                                    pdq=tuple(entry.get(name, full) for name in REGION_NAMES)))
-        audio = tuple(AudioFingerprint(start=float(a["start"]), item_s=float(a["item_s"]),
-                                       items=tuple(a["items"]), algorithm=str(a["algorithm"]))
-                      for a in row.audio or [])
-        videos.append(BankVideo(video_id=row.video_id, label=row.label, frames=tuple(hashed),
-                                audio=audio))
-    return videos
+    return [BankVideo(video_id=row.video_id, label=row.label,
+                      frames=frames_from_regions(frames.get(row.video_id, {})),
+                      audio=tuple(audio_from_data(a) for a in row.audio or []))
+            for row in session.scalars(query.order_by(BankedVideo.added_at,
+                                                      BankedVideo.video_id))]
 
 
 _FUSION_FIELDS = {"risk_score", "flagged", "threshold", "signal_scores", "flagged_segments",
