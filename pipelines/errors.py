@@ -44,6 +44,20 @@ class DecodeLimitExceeded(MediaTooLarge):
     code = "decode_limit_exceeded"
 
 
+class ReportInvalid(ScanError):
+    """A report read back (from a worker, a file, the database) lacks a field or has one of the
+    wrong type, so it cannot be stored or shown."""
+
+    code = "invalid_report"
+
+
+class ManifestInvalid(ScanError, ValueError):
+    """The weights manifest (weights/manifest.toml or $INCITESCAN_MANIFEST) is malformed; the
+    message names the file, the model and the mistake."""
+
+    code = "manifest_invalid"
+
+
 class WeightsMissing(ScanError):
     """A model file is not in the weights cache."""
 

@@ -97,9 +97,10 @@ def _number(value: object) -> float:
 def _rotation(stream: dict) -> int:
     """Display rotation in degrees (0, 90, 180, 270; counter-clockwise, as ffprobe reports it);
     junk counts as 0."""
-    angles = [side.get("rotation") for side in stream.get("side_data_list") or []
+    sides, tags = stream.get("side_data_list"), stream.get("tags")
+    angles = [side.get("rotation") for side in (sides if isinstance(sides, list) else [])
               if isinstance(side, dict) and "rotation" in side]
-    angles.append((stream.get("tags") or {}).get("rotate"))
+    angles.append(tags.get("rotate") if isinstance(tags, dict) else None)
     for angle in angles:
         degrees = _number(angle)
         if math.isnan(degrees):

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from .errors import ReportInvalid
 from .types import ScanResult
 from .vision import WEAPON_LABELS
 
@@ -87,6 +88,88 @@ def write_json(report: dict[str, Any] | list[dict[str, Any]], target: Path) -> N
     except BaseException:  # a full disk, say: no half-written .partial file is left behind
         partial.unlink(missing_ok=True)
         raise
+
+
+# What the readers of a report (the service's storage, review UI, frame and bank lookups) take
+# from it: key -> kind, "?key" optional, [kind] a list, {"*": kind} any keys.
+_NUMBER, _INTEGER, _TEXT, _FLAG, _HEX64, _ANY = "number", "integer", "text", "flag", "hex64", "any"
+_DETECTION = {"t": _NUMBER, "label": _TEXT, "confidence": _NUMBER, "box": [_NUMBER],
+              "model": _TEXT, "?source_label": _TEXT, "?frame_index": _INTEGER}
+_THREAT_HIT = {"start": _NUMBER, "end": _NUMBER, "text": _TEXT, "rule": _TEXT, "category": _TEXT,
+               "meaning": _TEXT, "weight": _NUMBER, "?segment_text": _TEXT}
+_REPORT_SHAPE: dict[str, Any] = {
+    "schema_version": _TEXT, "risk_score": _NUMBER, "flagged": _FLAG, "?threshold": _NUMBER,
+    "video": {"path": _TEXT}, "?reasons": [_TEXT], "?signal_scores": {"*": _NUMBER},
+    "flagged_segments": [{"start": _NUMBER, "end": _NUMBER, "score": _NUMBER,
+                          "signals": [_TEXT], "reasons": [_TEXT], "?detections": [_DETECTION],
+                          "?threat_hits": [_THREAT_HIT]}],
+    "?evidence": [{"path": _TEXT, "frame_index": _INTEGER}],
+    "?settings": {"?fps": _NUMBER}, "?known_matches": [_ANY],
+    "?fingerprint": {"?frames": [{"t": _NUMBER, "frame_index": _INTEGER, "quality": _INTEGER,
+                                  "pdq": [_HEX64]}],
+                     "?audio": [{"start": _NUMBER, "item_s": _NUMBER, "items": [_INTEGER],
+                                 "algorithm": _TEXT}]},
+}
+_KINDS = {_NUMBER: "a number", _INTEGER: "an integer", _TEXT: "a string", _FLAG: "true or false",
+          _HEX64: "64 hex digits"}
+
+
+def _check_shape(value: Any, shape: Any, where: str) -> None:
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise ReportInvalid(f"{where} must be an object")
+        for key, inner in shape.items():
+            if key == "*":
+                for name, item in value.items():
+                    _check_shape(item, inner, f"{where}.{name}")
+                continue
+            name = key.lstrip("?")
+            if name in value:
+                _check_shape(value[name], inner, f"{where}.{name}")
+            elif not key.startswith("?"):
+                raise ReportInvalid(f"{where} has no {name!r}")
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            raise ReportInvalid(f"{where} must be a list")
+        for index, item in enumerate(value):
+            _check_shape(item, shape[0], f"{where}[{index}]")
+    elif shape != _ANY and not _is_kind(value, shape):
+        raise ReportInvalid(f"{where} must be {_KINDS[shape]}, not {type(value).__name__}")
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == _FLAG:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == _TEXT:
+        return isinstance(value, str)
+    if kind == _HEX64:
+        return isinstance(value, str) and len(value) == 64 and all(
+            c in "0123456789abcdefABCDEF" for c in value)
+    if kind == _INTEGER:
+        return isinstance(value, int) and abs(value) < 2**63
+    return isinstance(value, int | float) and abs(value) < 1e300  # False for NaN
+
+
+def check_report(report: Any) -> dict[str, Any]:
+    """`report` (JSON read back from a worker, a file or the database) if it has every field the
+    service, the review UI and the bank lookups read, with the right types, and is plain JSON
+    that any database stores (finite numbers, no NUL characters); else ReportInvalid naming the
+    first problem."""
+    _check_shape(report, _REPORT_SHAPE, "report")
+    if not str(report["schema_version"]).startswith("1."):
+        raise ReportInvalid(f"report schema_version {report['schema_version'][:20]!r} is not "
+                            f"1.x; this scanner reads {SCHEMA_VERSION}")
+    if not 0.0 <= report["risk_score"] <= 1.0:
+        raise ReportInvalid("report risk_score must be between 0 and 1")
+    try:
+        text = json.dumps(report, allow_nan=False)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ReportInvalid(f"report is not plain JSON: {exc}") from None
+    if "\\u0000" in text:
+        raise ReportInvalid("report contains a NUL character")
+    return report
 
 
 def _clock(seconds: float) -> str:

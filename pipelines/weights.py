@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pipelines.errors import WeightsCorrupt, WeightsMissing
+from pipelines.errors import ManifestInvalid, WeightsCorrupt, WeightsMissing
 
 ROLES = ("speech", "detector")
 FORMATS = ("ctranslate2", "ultralytics-pt", "openvino")
@@ -129,28 +129,29 @@ class FetchResult:
 
 def load_manifest(path: Path | None = None) -> dict[str, ModelSpec]:
     """Parse and strictly validate the manifest (default: $INCITESCAN_MANIFEST or
-    `weights/manifest.toml` of the repo); any mistake raises ValueError naming file and model."""
+    `weights/manifest.toml` of the repo); any mistake raises ManifestInvalid (a ValueError)
+    naming file and model."""
     path = Path(path or os.environ.get("INCITESCAN_MANIFEST") or DEFAULT_MANIFEST)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:  # also catches a model table declared twice
-        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # also a table declared twice
+        raise ManifestInvalid(f"{path}: not valid TOML: {exc}") from exc
     _check_table(data, str(path), {"schema": int, "models": dict})
     if data["schema"] != 1:
-        raise ValueError(f"{path}: schema must be 1, not {data['schema']!r}")
+        raise ManifestInvalid(f"{path}: schema must be 1, not {data['schema']!r}")
     if not data["models"]:
-        raise ValueError(f"{path}: no models")
+        raise ManifestInvalid(f"{path}: no models")
     specs: dict[str, ModelSpec] = {}
     folded: dict[str, str] = {}
     for name, table in data["models"].items():
         where = f"{path}: model {name!r}"
         if not _NAME.match(name):
-            raise ValueError(f"{where}: name must be letters, digits, '.', '_' or '-'")
+            raise ManifestInvalid(f"{where}: name must be letters, digits, '.', '_' or '-'")
         spec = _parse_model(name, table, where)
         # Each model needs a folder of its own, and some file systems ignore case.
         for key in (name.lower(), spec.folder.lower()):
             if key in folded:
-                raise ValueError(f"{where}: duplicate of model {folded[key]!r} (same folder)")
+                raise ManifestInvalid(f"{where}: duplicate of model {folded[key]!r} (same folder)")
         folded.update(dict.fromkeys((name.lower(), spec.folder.lower()), name))
         specs[name] = spec
     return specs
@@ -161,20 +162,20 @@ def _check_table(
 ) -> None:
     optional = optional or {}
     if not isinstance(table, dict):
-        raise ValueError(f"{where}: must be a table, not {table!r}")
+        raise ManifestInvalid(f"{where}: must be a table, not {table!r}")
     allowed = {**required, **optional}
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        raise ManifestInvalid(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     missing = [key for key in required if key not in table]
     if missing:
-        raise ValueError(f"{where}: missing key(s) {missing}")
+        raise ManifestInvalid(f"{where}: missing key(s) {missing}")
     for key, kind in allowed.items():
         value = table.get(key)
         if key in table and (
             not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
         ):
-            raise ValueError(f"{where}: {key} must be of type {kind.__name__}, not {value!r}")
+            raise ManifestInvalid(f"{where}: {key} must be of type {kind.__name__}, not {value!r}")
 
 
 def _parse_model(name: str, table: Any, where: str) -> ModelSpec:
@@ -186,41 +187,43 @@ def _parse_model(name: str, table: Any, where: str) -> ModelSpec:
     )
     for key, choices in (("role", ROLES), ("format", FORMATS)):
         if table[key] not in choices:
-            raise ValueError(f"{where}: {key} must be one of {list(choices)}, not {table[key]!r}")
+            raise ManifestInvalid(
+                f"{where}: {key} must be one of {list(choices)}, not {table[key]!r}")
     for key in ("version", "license"):
         if not table[key].strip():
-            raise ValueError(f"{where}: {key} is empty")
+            raise ManifestInvalid(f"{where}: {key} is empty")
     label_map = table.get("label_map")
     if table["role"] == "detector":
         if not label_map:
-            raise ValueError(f"{where}: a detector needs a non-empty label_map")
+            raise ManifestInvalid(f"{where}: a detector needs a non-empty label_map")
         for label, category in label_map.items():
             if category not in CATEGORIES:
-                raise ValueError(
+                raise ManifestInvalid(
                     f"{where}: label_map[{label!r}] = {category!r} is not one of {list(CATEGORIES)}"
                 )
         if table.get("task", "detect") not in TASKS:
-            raise ValueError(f"{where}: task must be one of {list(TASKS)}, not {table['task']!r}")
+            raise ManifestInvalid(
+                f"{where}: task must be one of {list(TASKS)}, not {table['task']!r}")
         if not 32 <= table.get("imgsz", 640) <= 4096:
-            raise ValueError(f"{where}: imgsz must be between 32 and 4096")
+            raise ManifestInvalid(f"{where}: imgsz must be between 32 and 4096")
     elif label_map is not None or "task" in table or "imgsz" in table:
-        raise ValueError(f"{where}: only detectors have a label_map, task or imgsz")
+        raise ManifestInvalid(f"{where}: only detectors have a label_map, task or imgsz")
 
     if not table["files"]:
-        raise ValueError(f"{where}: needs a non-empty files list")
+        raise ManifestInvalid(f"{where}: needs a non-empty files list")
     files = tuple(_parse_file(entry, f"{where} files") for entry in table["files"])
     names = [f.name for f in files] + [p.name for f in files for p in f.parts]
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
-        raise ValueError(f"{where}: duplicate file name(s) {doubled}")
+        raise ManifestInvalid(f"{where}: duplicate file name(s) {doubled}")
 
     if not table["sources"]:
-        raise ValueError(f"{where}: needs a non-empty sources list")
+        raise ManifestInvalid(f"{where}: needs a non-empty sources list")
     sources = tuple(_parse_source(entry, f"{where} sources") for entry in table["sources"])
     single = len(files) == 1 and not files[0].parts
     for source in sources:
         if source.kind == "url" and "{file}" not in source.url and not single:
-            raise ValueError(f"{where}: url {source.url!r} needs a {{file}} placeholder")
+            raise ManifestInvalid(f"{where}: url {source.url!r} needs a {{file}} placeholder")
     return ModelSpec(
         name=name,
         role=table["role"],
@@ -241,11 +244,11 @@ def _parse_file(entry: Any, where: str, *, is_part: bool = False) -> ModelFile:
     _check_table(entry, where, {"name": str, "sha256": str}, None if is_part else {"parts": list})
     name, sha256 = entry["name"], entry["sha256"]
     if not _NAME.match(name):
-        raise ValueError(f"{where}: file name {name!r} must be a plain file name")
+        raise ManifestInvalid(f"{where}: file name {name!r} must be a plain file name")
     if not _SHA256.match(sha256):
-        raise ValueError(f"{where}: {name}: sha256 must be 64 lowercase hex digits")
+        raise ManifestInvalid(f"{where}: {name}: sha256 must be 64 lowercase hex digits")
     if "parts" in entry and not entry["parts"]:
-        raise ValueError(f"{where}: {name}: parts is empty")
+        raise ManifestInvalid(f"{where}: {name}: parts is empty")
     parts = tuple(
         _parse_file(p, f"{where} {name} parts", is_part=True) for p in entry.get("parts", ())
     )
@@ -254,16 +257,18 @@ def _parse_file(entry: Any, where: str, *, is_part: bool = False) -> ModelFile:
 
 def _parse_source(entry: Any, where: str) -> Source:
     kind = entry.get("kind") if isinstance(entry, dict) else None
-    if kind not in _SOURCE_KEYS:
-        raise ValueError(f"{where}: kind must be one of {list(_SOURCE_KEYS)}, not {kind!r}")
+    if not isinstance(kind, str) or kind not in _SOURCE_KEYS:
+        raise ManifestInvalid(f"{where}: kind must be one of {list(_SOURCE_KEYS)}, not {kind!r}")
     _check_table(entry, f"{where} ({kind})", dict.fromkeys(("kind", *_SOURCE_KEYS[kind]), str))
     if kind == "pypi" and not _PINNED.match(entry["package"]):
-        raise ValueError(f"{where}: package must be pinned as name==version: {entry['package']!r}")
+        raise ManifestInvalid(
+            f"{where}: package must be pinned as name==version: {entry['package']!r}")
     if kind == "url" and not entry["url"].startswith(("https://", "http://", "file://")):
-        raise ValueError(f"{where}: url must be https://, http:// or file://: {entry['url']!r}")
+        raise ManifestInvalid(
+            f"{where}: url must be https://, http:// or file://: {entry['url']!r}")
     path = entry.get("path", "").strip("/")
     if "path" in entry and (not path or ".." in path.split("/") or entry["path"].startswith("/")):
-        raise ValueError(f"{where}: path must be a relative folder: {entry['path']!r}")
+        raise ManifestInvalid(f"{where}: path must be a relative folder: {entry['path']!r}")
     if kind == "pypi":
         path += "/"  # a prefix of member names inside the wheel
     return Source(kind, package=entry.get("package", ""), url=entry.get("url", ""), path=path)

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from kombu.exceptions import OperationalError
+from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -551,6 +552,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ScanError as exc:
         err.print(f"incitescan: {exc.message}", markup=False, highlight=False)
         return exc.exit_code
+    except ValidationError as exc:  # INCITESCAN_* settings of the service
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+        name = "_".join(str(part) for part in first["loc"]).upper()
+        err.print(f"incitescan: invalid setting INCITESCAN_{name}: {first['msg']}",
+                  markup=False, highlight=False)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         err.print("incitescan: interrupted", markup=False, highlight=False)
         return 130

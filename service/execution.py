@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipelines.errors import ScanError
 from pipelines.report import to_dict
@@ -58,9 +58,16 @@ def store_outcome(on_done: OnDone, scan_id: str, outcome: Outcome, stop: threadi
         try:
             on_done(scan_id, outcome)
             return True
-        except Exception:  # noqa: BLE001 - the database is unreachable; retried below
+        except (OperationalError, InterfaceError):  # the database is unreachable: retried
             log.warning("could not store the outcome of scan %s; trying again in %.1f s",
                         scan_id, delay, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - this outcome can never be stored
+            log.exception("could not store the outcome of scan %s", scan_id)
+            if "report" not in outcome:
+                return False  # left open; resubmitted at the next start
+            outcome = {"error": {"code": "internal_error", "message": "the scan's result could "
+                                 f"not be stored ({type(exc).__name__}: {exc})"}}
+            continue
         if stop.wait(delay):
             return False
         delay = min(STORE_RETRY_MAX_S, delay * 2)

@@ -26,9 +26,10 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pipelines.errors import InvalidMedia, MediaTooLarge
+from pipelines.errors import InvalidMedia, MediaTooLarge, ReportInvalid
 from pipelines.matching import BankVideo, fingerprint_from_report, match_video
 from pipelines.media import probe
+from pipelines.report import check_report
 from pipelines.scan import model_refs
 from worker.storage import Storage, open_storage
 
@@ -283,7 +284,12 @@ class ScanService:
     def finish(self, scan_id: str, outcome: Outcome) -> None:
         """Store the outcome of a scan (once: a scan already done or failed is left alone),
         then deliver its webhook."""
-        report = self._match_bank(outcome["report"]) if "report" in outcome else None
+        report = None
+        if "report" in outcome:
+            try:  # a malformed report (version skew, a damaged result) fails the scan, once
+                report = self._match_bank(check_report(outcome["report"]))
+            except ReportInvalid as exc:
+                outcome = {"error": exc.to_dict()}
         with self.sessions.begin() as session:
             row = session.get(Scan, scan_id, with_for_update=True)
             if row is None or row.status in FINAL_STATUSES:
