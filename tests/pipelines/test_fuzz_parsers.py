@@ -299,3 +299,33 @@ def check_one_stream(stream: dict[str, Any]) -> None:
 
 def test_ffprobe_stream_fields_fuzz() -> None:
     run_fuzz(DEFAULT_EXAMPLES, STREAMS, check_one_stream, "ffprobe stream fields")
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def _incitescan(*args: str, env: dict[str, str]) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env})
+
+
+def test_a_broken_manifest_is_one_line_in_the_command_line(tmp_path: Path) -> None:
+    broken = tmp_path / "manifest.toml"
+    broken.write_text('schema = 1\n[models.x]\nrole = "detector"\nsources = [{kind = []}]\n')
+    done = _incitescan("weights", "list", env={"INCITESCAN_MANIFEST": str(broken)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"incitescan: {broken}: model 'x'"), line
+
+
+def test_a_bad_setting_is_one_line_in_the_command_line(tmp_path: Path) -> None:
+    done = _incitescan("keys", "create", "--role", "admin", env={
+        "INCITESCAN_FPS": "fast", "INCITESCAN_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("incitescan: invalid setting INCITESCAN_FPS: "), line
+    assert not (tmp_path / "k.db").exists()  # refused before anything was created
