@@ -6,6 +6,8 @@ and out as CSV through the CLI, and a real local pool scan answers the re-upload
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -170,3 +172,35 @@ def test_a_minimal_report_is_raised_like_a_scan_would_be() -> None:
     assert [s["signals"] for s in raised["flagged_segments"]] == [
         ["known_content"], ["weapon", "threat_speech"]]
     assert raised["known_matches"][0]["segments"][0]["bank_start"] == 3.0
+
+
+def test_cli_banks_a_video_and_a_report_then_scan_matches_a_reupload(
+        threat_gun_drill_video: Path, clip: Path, tmp_path: Path) -> None:
+    """`incitescan bank add` from a video and from a scan's report, then `scan --bank`
+    (vision and audio fingerprint only) names the banked video, early and in the summary."""
+    for name in ("yolo11n-coco-int8", "basegun-firearm"):
+        require_model(name)
+    bank_file = tmp_path / "bank.csv"
+    added = subprocess.run(
+        [sys.executable, "-m", "service.cli", "bank", "add", "--bank", str(bank_file),
+         "--label", "removed in test", str(threat_gun_drill_video)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert added.returncode == 0, added.stderr
+    assert "banked threat_gun_drill.mp4: 24 frames, 1 audio fingerprint(s)" in added.stdout
+    scanned = subprocess.run(
+        [sys.executable, "-m", "service.cli", "scan", "-q", "--speech-model", "none", "--bank",
+         str(bank_file), "--json", str(tmp_path / "clip.json"), str(clip)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert scanned.returncode == 0, scanned.stderr
+    assert "(early answer; the scan goes on)" in scanned.stderr
+    assert ("KNOWN CONTENT: known content: matches banked video threat_gun_drill.mp4 (removed in"
+            " test)") in scanned.stdout
+    assert "FLAGGED" in scanned.stdout
+    # The clip's own report banks it too, under its sha256.
+    again = subprocess.run(
+        [sys.executable, "-m", "service.cli", "bank", "add", "--bank", str(bank_file),
+         str(tmp_path / "clip.json")], capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    report = json.loads((tmp_path / "clip.json").read_text())
+    assert set(HashBank.from_path(bank_file).videos) == {"threat_gun_drill.mp4",
+                                                          report["video"]["sha256"]}
