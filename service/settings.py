@@ -16,6 +16,7 @@ from pipelines.media import MediaLimits
 from pipelines.scan import ScanOptions
 
 DATA_DIR = Path("~/.local/share/incitescan").expanduser()
+_LIMITS = MediaLimits()  # the defaults of the media limits
 
 
 class ServiceSettings(BaseSettings):
@@ -33,6 +34,10 @@ class ServiceSettings(BaseSettings):
 
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     max_duration: float = Field(default=3 * 3600.0, gt=0)  # seconds of video
+    max_pixels: int = Field(default=_LIMITS.max_pixels, gt=0)  # width x height of a frame
+    # Each ffmpeg child's address space, and the longest wait for its next frame (seconds).
+    decode_memory_bytes: int = Field(default=_LIMITS.decode_memory_bytes, ge=256 * 1024**2)
+    decode_stall_s: float = Field(default=_LIMITS.decode_stall_s, gt=0)
     clip_max_seconds: float = Field(default=30.0, gt=0)
 
     webhook_secret: SecretStr | None = None  # None: callback_url is refused
@@ -57,7 +62,9 @@ class ServiceSettings(BaseSettings):
             fps=self.fps,
             speech_model="" if self.speech_model == "none" else self.speech_model,
             limits=replace(options.limits, max_bytes=self.max_upload_bytes,
-                           max_duration=self.max_duration),
+                           max_duration=self.max_duration, max_pixels=self.max_pixels,
+                           decode_memory_bytes=self.decode_memory_bytes,
+                           decode_stall_s=self.decode_stall_s),
             fusion=options.fusion if self.threshold is None
             else replace(options.fusion, threshold=self.threshold),
         )
