@@ -16,7 +16,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from sqlalchemy import func, select
 
 from service.models import AuditEntry, Report
 from tests.pipelines.conftest import require_model
+from tests.worker.conftest import _free_port
 
 from .conftest import Api, start_api, unique_copy
 
@@ -79,12 +79,6 @@ def finishes_per_scan(api: Api, scan_ids: list[str]) -> dict[str, tuple[int, int
 def _server_binary(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
     return found[0] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
