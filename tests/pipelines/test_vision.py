@@ -11,7 +11,14 @@ import ultralytics
 
 from pipelines.registry import Registry
 from pipelines.types import Detection, Frame
-from pipelines.vision import DETECTORS, WEAPON_LABELS, draw_detections, save_evidence
+from pipelines.vision import (
+    DETECTORS,
+    WEAPON_LABELS,
+    DetectorOptions,
+    build_detector,
+    draw_detections,
+    save_evidence,
+)
 
 from .conftest import require_model
 
@@ -90,3 +97,14 @@ def test_registry_rejects_duplicate_and_unknown_backends() -> None:
     fresh: Registry[int] = Registry("thing")
     with pytest.raises(ValueError, match="no thing named 'x'"):
         fresh.get("x")
+
+
+def test_one_runtime_thread_finds_exactly_what_all_cores_find(manifest, bus: Frame) -> None:
+    """A scan detects on one thread while whisper transcribes; the limit must not change a box."""
+    require_model("yolo11n-coco-int8")
+    spec = manifest["yolo11n-coco-int8"]
+    one = build_detector(spec, DetectorOptions(threads=1))
+    compiled = one._model.predictor.model.backend.ov_compiled_model  # type: ignore[attr-defined]
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    default = build_detector(spec, DetectorOptions(threads=0))
+    assert one.detect([bus], 1.0) == default.detect([bus], 1.0)
