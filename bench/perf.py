@@ -252,6 +252,7 @@ class BaselineScanner:
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         duration = count / fps
+        has_audio = _has_audio(path)  # openai-whisper fails on a file without an audio track
         timings["probe"] = time.perf_counter() - started
         detections: list[Any] = []
         index = sample = 0
@@ -279,8 +280,9 @@ class BaselineScanner:
         capture.release()
 
         mark = time.perf_counter()
-        result = self.whisper.transcribe(str(path), language="en", word_timestamps=True,
-                                         fp16=False, condition_on_previous_text=False)
+        result = (self.whisper.transcribe(str(path), language="en", word_timestamps=True,
+                                          fp16=False, condition_on_previous_text=False)
+                  if has_audio else {"segments": []})
         segments = tuple(
             TranscriptSegment(
                 start=round(float(s["start"]), 3), end=round(float(s["end"]), 3),
@@ -511,6 +513,14 @@ def write_doc(text: str) -> None:
     DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
 
 
+def save(path: Path, runs: list[dict[str, Any]], evals: dict[str, dict[str, Any]],
+         info: dict[str, Any] | None = None) -> None:
+    """Write what was measured so far (a later failure keeps it; `--tables-from` reads it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": info or machine(), "runs": runs, "evals": evals},
+                               indent=1, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -554,19 +564,19 @@ def main() -> None:
                 record = measure(kind, str(paths[name]))
                 record["video"] = name
                 runs.append(record)
+                save(args.json, runs, {})
                 print(f"{name} {kind}: {record['timings']['total']:.1f} s "
                       f"(load avg {record['loadavg'][0]:.1f})", file=sys.stderr, flush=True)
     evals = {}
     if not args.quick:
         for kind in ("baseline", "ours"):
             evals[kind] = measure(kind, "eval")
+            save(args.json, runs, evals)
             print(f"eval {kind}: {evals[kind]['metrics']['video']}", file=sys.stderr, flush=True)
     info = machine()
     text = tables(info, runs, evals)
     print(text)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": info, "runs": runs, "evals": evals}, indent=1,
-                                    default=str))
+    save(args.json, runs, evals, info)
     if args.doc:
         write_doc(text)
 
