@@ -92,10 +92,14 @@ def _border_run(gray: np.ndarray) -> int:
     """How many leading rows of `gray` have the colour of its first row (at most 40 %)."""
     limit = gray.shape[0] * 2 // 5
     colour = int(np.median(gray[0]))
-    head = gray[:limit].astype(np.int16)
-    close = (np.abs(head - colour) <= BORDER_TOLERANCE).mean(axis=1)
-    flat = close < BORDER_SHARE
-    return int(np.argmax(flat)) if flat.any() else limit
+    run = 0
+    while run < limit:  # in blocks: most frames have no border, or a thin one
+        block = gray[run:min(limit, run + 16)].astype(np.int16)
+        flat = (np.abs(block - colour) <= BORDER_TOLERANCE).mean(axis=1) < BORDER_SHARE
+        if flat.any():
+            return run + int(np.argmax(flat))
+        run += len(block)
+    return limit
 
 
 def content_box(gray: np.ndarray) -> tuple[int, int, int, int]:

@@ -257,20 +257,36 @@ def detect_chunk(
 
 def transcribe_chunk(info: MediaInfo, chunk: Chunk, transcriber: Transcriber) -> Transcript:
     """Transcribe the audio of `chunk` (with its overlap); times are in media seconds."""
-    transcript, _ = listen_chunk(info, chunk, transcriber, fingerprint=False)
+    transcript = listen_chunk(info, chunk, transcriber, fingerprint=False).transcript
     assert transcript is not None
     return transcript
 
 
+@dataclass(frozen=True, slots=True)
+class AudioPart:
+    """What `listen_chunk` got from the audio of one chunk: its transcript (None without a
+    transcriber) and fingerprint (None when off, or with too little audio)."""
+
+    chunk: int
+    transcript: Transcript | None
+    fingerprint: AudioFingerprint | None
+
+
 def listen_chunk(info: MediaInfo, chunk: Chunk, transcriber: Transcriber | None, *,
-                 fingerprint: bool) -> tuple[Transcript | None, AudioFingerprint | None]:
+                 fingerprint: bool) -> AudioPart:
     """Extract the audio of `chunk` (with its overlap) once, then transcribe it (given a
     transcriber) and fingerprint it (with `fingerprint`); times are in media seconds."""
     audio = extract_audio(info, chunk.audio_start, chunk.audio_end)
     transcript = (shift_transcript(transcriber.transcribe(audio), chunk.audio_start)
                   if transcriber is not None else None)
     heard = fingerprint_audio(audio, chunk.audio_start) if fingerprint and len(audio) else None
-    return transcript, heard
+    return AudioPart(chunk=chunk.index, transcript=transcript, fingerprint=heard)
+
+
+def wants_audio(info: MediaInfo, options: ScanOptions) -> bool:
+    """Whether a scan of `info` with `options` extracts the audio (to transcribe it or to
+    fingerprint it)."""
+    return info.has_audio and (bool(options.speech_model) or options.fingerprint)
 
 
 def wants_speech(info: MediaInfo, options: ScanOptions) -> bool:
@@ -355,11 +371,11 @@ def _transcribe_all(info: MediaInfo, chunks: Sequence[Chunk], transcriber: Trans
     for chunk in chunks:
         if transcriber is not None:
             progress("transcribe", chunk.index, len(chunks))
-        transcript, fingerprint_ = listen_chunk(info, chunk, transcriber, fingerprint=fingerprint)
-        if transcript is not None:
-            transcripts.append(transcript)
-        if fingerprint_ is not None:
-            heard.append(fingerprint_)
+        part = listen_chunk(info, chunk, transcriber, fingerprint=fingerprint)
+        if part.transcript is not None:
+            transcripts.append(part.transcript)
+        if part.fingerprint is not None:
+            heard.append(part.fingerprint)
     if transcriber is not None:
         progress("transcribe", len(chunks), len(chunks))
         timings["transcribe"] = time.perf_counter() - started

@@ -116,6 +116,10 @@ def cmd_bank_add(args: argparse.Namespace) -> int:
 
     from pipelines.matching import BankVideo, HashBank, fingerprint_file, fingerprint_from_report
 
+    if args.video_id and len(args.paths) > 1:
+        err.print("incitescan: --video-id names one video; give one path with it", markup=False,
+                  highlight=False)
+        return EXIT_BAD_INPUT
     target = Path(args.bank)
     bank = HashBank.from_path(target) if target.exists() else HashBank()
     for name in args.paths:

@@ -2,7 +2,8 @@
 `pipelines.scan` function and stores plain JSON; none holds analysis logic.
 
 - `start_scan` (queue `scan`): probe the stored video, plan its chunks, and dispatch a chord of
-  `detect_chunk` (queue `detect`) and `transcribe_chunk` (queue `speech`) tasks, one per chunk,
+  `detect_chunk` (queue `detect`) and `transcribe_chunk` (queue `speech`; it also fingerprints
+  the audio for re-upload matching, and runs for that alone with speech off) tasks, one per chunk,
   whose callback is `finish_scan` (queue `scan`): merge, analyse, fuse, store the report.
 - Every task is idempotent: chunk results and reports are stored under the scan's result key
   (video sha256 + settings + model versions) and a task whose result is already stored only
@@ -34,19 +35,21 @@ from pipelines.errors import InvalidMedia, ScanError
 from pipelines.media import probe
 from pipelines.report import to_dict
 from pipelines.scan import (
+    AudioPart,
     Chunk,
     ScanOptions,
     VisionPart,
     detect_chunk,
     finish,
+    listen_chunk,
     load_models,
     model_refs,
     plan_chunks,
-    transcribe_chunk,
+    wants_audio,
     wants_speech,
 )
 from pipelines.speech import Transcriber
-from pipelines.types import MediaInfo, Transcript
+from pipelines.types import MediaInfo
 from pipelines.vision import Detector
 
 from .app import app
@@ -178,12 +181,13 @@ class Job:
     info: MediaInfo  # path: the local file in the media storage
     chunks: tuple[Chunk, ...]
     result: str  # result key
-    speech: bool
+    speech: bool  # the audio is transcribed
+    audio: bool = False  # the audio is extracted (to transcribe it, or only to fingerprint it)
 
     @property
     def parts(self) -> list[str]:
         """Ids of the chunk parts this scan needs."""
-        kinds = ("detect", "speech") if self.speech else ("detect",)
+        kinds = ("detect", "speech") if self.audio else ("detect",)
         return [f"{kind}:{c.index}" for kind in kinds for c in self.chunks]
 
 
@@ -205,7 +209,7 @@ def open_job(scan_id: str) -> Job | None:
     info = replace(info, path=str(_local_file(record["key"], record["name"])))
     return Job(scan_id=scan_id, name=record["name"], options=options, info=info,
                chunks=plan_chunks(info, options), result=record["result"],
-               speech=wants_speech(info, options))
+               speech=wants_speech(info, options), audio=wants_audio(info, options))
 
 
 def _time_limits(hard: float) -> dict[str, float]:
@@ -231,7 +235,7 @@ def start_scan(*, scan_id: str) -> None:
         records.transition(scan_id, "done", progress=100, started_at=now(), finished_at=now())
         return
     chunks = plan_chunks(info, options)
-    speech = wants_speech(info, options)
+    speech = wants_audio(info, options)  # a "speech" task also fingerprints the audio
     total = len(chunks) * (2 if speech else 1)
     records.update(scan_id, result=result, info=to_data(info), parts_total=total, parts_done=0,
                    chunks=len(chunks))
@@ -270,9 +274,11 @@ def detect_chunk_task(*, scan_id: str, index: int) -> str | None:
 @app.task(base=ScanTask, name="incitescan.transcribe_chunk",
           **_time_limits(CONFIG.chunk_time_limit))
 def transcribe_chunk_task(*, scan_id: str, index: int) -> str | None:
-    """Transcribe the audio of one chunk (with its overlap); returns the part id stored."""
-    return _chunk_part(scan_id, f"speech:{index}", lambda job: transcribe_chunk(
-        job.info, job.chunks[index], transcriber_for(job.options)))
+    """Transcribe and fingerprint the audio of one chunk (with its overlap), as the options
+    say; returns the part id stored."""
+    return _chunk_part(scan_id, f"speech:{index}", lambda job: listen_chunk(
+        job.info, job.chunks[index], transcriber_for(job.options) if job.speech else None,
+        fingerprint=job.options.fingerprint))
 
 
 @app.task(base=ScanTask, name="incitescan.finish_scan", ignore_result=True,
@@ -290,10 +296,12 @@ def finish_scan(receipts: Any, *, scan_id: str) -> None:
         if missing:
             raise PartsMissing(f"scan {scan_id}: parts {missing} not stored yet")
         vision = [from_data(VisionPart, parts[f"detect:{c.index}"]) for c in job.chunks]
-        speech = ([from_data(Transcript, parts[f"speech:{c.index}"]) for c in job.chunks]
-                  if job.speech else None)
+        heard = ([from_data(AudioPart, parts[f"speech:{c.index}"]) for c in job.chunks]
+                 if job.audio else [])
+        speech = [p.transcript for p in heard if p.transcript is not None] if job.speech else None
         result = finish(replace(job.info, path=job.name), job.options, job.chunks, vision,
-                        speech, model_refs(job.options))
+                        speech, model_refs(job.options),
+                        audio=[p.fingerprint for p in heard if p.fingerprint is not None])
         report = to_dict(result)
         for item in report["evidence"]:  # never show the server's folders
             item["path"] = os.path.relpath(item["path"], CONFIG.storage)
