@@ -44,7 +44,8 @@ QUEUE_LIMIT = 100
 # Keyboard shortcuts of the decision actions on the scan page.
 ACTION_KEYS = {"remove": "r", "restrict": "s", "allow": "a", "escalate": "e"}
 SIGNAL_NAMES = {"weapon": "Weapon", "threat_speech": "Threatening speech",
-                "co_occurrence": "Weapon + threat together"}
+                "co_occurrence": "Weapon + threat together",
+                "known_content": "Re-upload of removed content"}
 SECURITY_HEADERS = {
     # Every asset is ours: no CDN, no inline script.
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; media-src 'self'; "
