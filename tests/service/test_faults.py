@@ -32,9 +32,13 @@ from service.models import AuditEntry, Report
 from tests.pipelines.conftest import require_model
 from tests.worker.conftest import _free_port
 
+from . import test_roundtrip
 from .conftest import Api, start_api, unique_copy
 
 DETECTORS = ("yolo11n-coco-int8", "basegun-firearm")
+# Fixtures of the round-trip tests: our own Redis and a real `celery worker` subprocess.
+redis_url, celery_worker, models = (test_roundtrip.redis_url, test_roundtrip.celery_worker,
+                                    test_roundtrip.models)
 # Light scans: both detectors, few frames, no speech; the behaviour under test is not analysis.
 LIGHT = {"local_workers": 1, "speech_model": "none", "fps": 0.5}
 
@@ -188,6 +192,37 @@ def test_no_scan_is_lost_or_stored_twice_when_the_database_restarts(
         assert f"could not store the outcome of scan {scan_ids[1]}" in caplog.text
         again = api.upload(unique_copy(benign_street_video, tmp_path))
         assert again.status_code == 202, again.text
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_celery_scans_survive_a_database_restart(
+        private_postgres: PrivatePostgres, redis_url: str, celery_worker: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture, benign_street_video: Path,
+        threat_gun_drill_video: Path, threat_knife_video: Path) -> None:
+    """The same crash with scans on a real Celery worker, once the first scan is done: the
+    service's poll loop must ride out the outage (it used to die on the first outcome it could
+    not store, leaving every scan running for ever) and store each outcome once the database
+    is back."""
+    videos = [unique_copy(v, tmp_path) for v in (benign_street_video, threat_gun_drill_video,
+                                                 threat_knife_video)]
+    with start_api(private_postgres.url, celery_worker, broker_url=redis_url,
+                   speech_model="none", fps=1.0) as api:
+        responses = [api.upload(video) for video in videos]
+        assert [r.status_code for r in responses] == [202] * 3, responses[0].text
+        scan_ids = [r.json()["id"] for r in responses]
+        deadline = time.monotonic() + 240  # the worker loads its models for the first one
+        while api.client.get(f"/v1/scans/{scan_ids[0]}", headers=api.auth("uploader")
+                             ).json()["status"] != "done":
+            assert time.monotonic() < deadline, "the first scan never finished"
+            time.sleep(0.1)
+        private_postgres.stop("immediate")
+        time.sleep(30)  # the worker finishes the other two meanwhile
+        private_postgres.start()
+        final = wait_finished(api, scan_ids, timeout=300)
+        assert {i: final[i]["status"] for i in scan_ids} == dict.fromkeys(scan_ids, "done"), final
+        assert finishes_per_scan(api, scan_ids) == dict.fromkeys(scan_ids, (1, 1))
+        assert "could not store the outcome of scan" in caplog.text  # outcomes came meanwhile
 
 
 # ----------------------------------------------------------------------------- disk full
