@@ -53,8 +53,8 @@ class MediaLimits:
     # Each ffmpeg/ffprobe child's address space (RLIMIT_AS): a decompression bomb (a tiny file of
     # huge frames) fails to allocate instead of taking the machine's memory.
     decode_memory_bytes: int = 4 * 1024**3
-    # Wall-clock limit on waiting for ffmpeg: a frame (or the whole audio track) must arrive
-    # within this many seconds, besides the CPU-time limit of 60 s + 2x the duration.
+    # Wall-clock limit on waiting for ffmpeg: each frame (or block of audio) must arrive within
+    # this many seconds, besides the CPU-time limit of 60 s + 2x the duration.
     decode_stall_s: float = 120.0
 
 
