@@ -35,8 +35,9 @@ class ServiceSettings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     max_duration: float = Field(default=3 * 3600.0, gt=0)  # seconds of video
     max_pixels: int = Field(default=_LIMITS.max_pixels, gt=0)  # width x height of a frame
-    # Each ffmpeg child's address space, and the longest wait for its next frame (seconds).
-    decode_memory_bytes: int = Field(default=_LIMITS.decode_memory_bytes, ge=256 * 1024**2)
+    # Each ffmpeg child's address space (below 1 GiB even ordinary decodes fail now and then:
+    # threads reserve address space), and the longest wait for its next frame (seconds).
+    decode_memory_bytes: int = Field(default=_LIMITS.decode_memory_bytes, ge=1024**3)
     decode_stall_s: float = Field(default=_LIMITS.decode_stall_s, gt=0)
     clip_max_seconds: float = Field(default=30.0, gt=0)
 
