@@ -241,7 +241,8 @@ class BaselineScanner:
 
         from pipelines.fusion import FusionOptions, fuse
         from pipelines.language import analyse_transcript
-        from pipelines.types import Detection, TranscriptSegment, Word
+        from pipelines.speech import segments_from_openai
+        from pipelines.types import Detection
 
         timings = dict.fromkeys(("probe", "decode", "detect", "transcribe", "analyse", "fuse"),
                                 0.0)
@@ -283,16 +284,7 @@ class BaselineScanner:
         result = (self.whisper.transcribe(str(path), language="en", word_timestamps=True,
                                           fp16=False, condition_on_previous_text=False)
                   if has_audio else {"segments": []})
-        segments = tuple(
-            TranscriptSegment(
-                start=round(float(s["start"]), 3), end=round(float(s["end"]), 3),
-                text=s["text"].strip(),
-                words=tuple(Word(start=round(w["start"], 3), end=round(w["end"], 3),
-                                 text=w["word"].strip(), probability=round(w["probability"], 4))
-                            for w in s.get("words", ())),
-                avg_logprob=round(s["avg_logprob"], 4), no_speech_prob=round(
-                    s["no_speech_prob"], 4), compression_ratio=round(s["compression_ratio"], 4))
-            for s in result["segments"])
+        segments = segments_from_openai(result)
         timings["transcribe"] = time.perf_counter() - mark
         mark = time.perf_counter()
         hits = tuple(analyse_transcript(segments))
@@ -310,8 +302,10 @@ class BaselineScanner:
 
 
 class _ChildRss:
-    """Peak RSS of this process's children (ffmpeg), polled: RUSAGE_CHILDREN only counts
-    children already waited for, and its maximum is over all of them."""
+    """Peak memory of this process's children (ffmpeg, fpcalc) together, polled: RUSAGE_CHILDREN
+    only counts children already waited for, and its maximum is over all of them. Unique set
+    size, not RSS: a child between fork and exec shares all of Python's pages, and its RSS
+    would count them a second time."""
 
     def __init__(self) -> None:
         import psutil
@@ -325,7 +319,8 @@ class _ChildRss:
     def _poll(self) -> None:
         while not self._stop.wait(0.1):
             try:
-                total = sum(c.memory_info().rss for c in self._me.children(recursive=True))
+                total = sum(c.memory_full_info().uss
+                            for c in self._me.children(recursive=True))
             except Exception:  # a child may exit between listing and reading
                 continue
             self.peak = max(self.peak, total)
@@ -434,7 +429,7 @@ def speed_table(runs: list[dict[str, Any]]) -> str:
     work on a shared machine disturbed least; every run's total is listed beside it)."""
     rows = ["| video | pipeline | runs | model load s | probe | decode | detect | decode+detect "
             "(wall) | transcribe | analyse | fuse | **scan total s** | **s per min of video** "
-            "| speed-up | peak RSS MB (python + ffmpeg) | load avg (1 min) |",
+            "| speed-up | peak MB (python RSS + children USS) | load avg (1 min) |",
             "|" + " --- |" * 16]
     for video in dict.fromkeys(r["video"] for r in runs):
         medians = {}

@@ -126,6 +126,22 @@ class FasterWhisperTranscriber:
             model=self.name, speech_seconds=round(speech, 3))
 
 
+def segments_from_openai(result: dict[str, Any]) -> tuple[TranscriptSegment, ...]:
+    """The segments, with word times, of an openai-whisper `transcribe()` result."""
+    return tuple(
+        TranscriptSegment(
+            start=round(float(s["start"]), 3), end=round(float(s["end"]), 3),
+            text=s["text"].strip(),
+            words=tuple(Word(start=round(w["start"], 3), end=round(w["end"], 3),
+                             text=w["word"].strip(), probability=round(w["probability"], 4))
+                        for w in s.get("words", ())),
+            avg_logprob=round(s["avg_logprob"], 4), no_speech_prob=round(
+                s["no_speech_prob"], 4), compression_ratio=round(s["compression_ratio"], 4),
+        )
+        for s in result["segments"]
+    )
+
+
 class OpenAIWhisperTranscriber:
     """openai-whisper with a `.pt` checkpoint (slower; for users who already hold one)."""
 
@@ -145,19 +161,7 @@ class OpenAIWhisperTranscriber:
             logprob_threshold=opts.log_prob_threshold,
             compression_ratio_threshold=opts.compression_ratio_threshold,
         )
-        segments = (
-            TranscriptSegment(
-                start=round(float(s["start"]), 3), end=round(float(s["end"]), 3),
-                text=s["text"].strip(),
-                words=tuple(Word(start=round(w["start"], 3), end=round(w["end"], 3),
-                                 text=w["word"].strip(), probability=round(w["probability"], 4))
-                            for w in s.get("words", ())),
-                avg_logprob=round(s["avg_logprob"], 4), no_speech_prob=round(
-                    s["no_speech_prob"], 4), compression_ratio=round(s["compression_ratio"], 4),
-            )
-            for s in result["segments"]
-        )
-        kept, rejected = _guard(segments, opts)
+        kept, rejected = _guard(segments_from_openai(result), opts)
         return Transcript(language=result.get("language", ""), language_probability=1.0,
                           segments=kept, rejected=rejected, model=self.name,
                           speech_seconds=round(audio.size / AUDIO_RATE, 3))
