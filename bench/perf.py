@@ -331,6 +331,14 @@ class _ChildRss:
         return self.peak
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ffmpeg), user + system: far less
+    disturbed by other work on a shared machine than wall time."""
+    own, kids = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                      resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def child(kind: str, target: str, out: Path) -> None:
     """Run in a fresh process: load the models, scan `target` (a video, or `eval` for the
     labelled samples) and write timings, peak RSS and results to `out` as JSON."""
@@ -374,7 +382,9 @@ def child(kind: str, target: str, out: Path) -> None:
             for v, r in zip(metrics["videos"], runs, strict=True)]
         record["scan_s"] = sum(r["timings"]["total"] for r in runs)
     else:
+        cpu_before = _cpu_seconds()
         run = scan_one(Path(target))
+        record["cpu_s"] = _cpu_seconds() - cpu_before
         timings = dict(run["timings"])
         record.update(duration=run["duration"], frames=run["frames"],
                       risk=run["fusion"].risk_score, flagged=run["fusion"].flagged,
@@ -429,8 +439,9 @@ def speed_table(runs: list[dict[str, Any]]) -> str:
     work on a shared machine disturbed least; every run's total is listed beside it)."""
     rows = ["| video | pipeline | runs | model load s | probe | decode | detect | decode+detect "
             "(wall) | transcribe | analyse | fuse | **scan total s** | **s per min of video** "
-            "| speed-up | peak MB (python RSS + children USS) | load avg (1 min) |",
-            "|" + " --- |" * 16]
+            "| speed-up | CPU s (speed-up) | peak MB (python RSS + children USS) "
+            "| load avg (1 min) |",
+            "|" + " --- |" * 17]
     for video in dict.fromkeys(r["video"] for r in runs):
         medians = {}
         for kind in ("baseline", "ours"):
@@ -442,16 +453,22 @@ def speed_table(runs: list[dict[str, Any]]) -> str:
             t = r["timings"]
             total = t["total"]
             per_min = total / r["duration"] * 60
-            speedup = (f"**{medians['baseline']['timings']['total'] / total:.1f}x**"
-                       if kind == "ours" and "baseline" in medians else "1.0x")
+            speedup = ("1.0x" if kind == "baseline" else "–" if "baseline" not in medians
+                       else f"**{medians['baseline']['timings']['total'] / total:.1f}x**")
             chosen = [x for x in runs if x["video"] == video and x["kind"] == kind]
+            cpu = min((x["cpu_s"] for x in chosen if "cpu_s" in x), default=None)
+            base_cpu = min((x["cpu_s"] for x in runs if x["video"] == video
+                            and x["kind"] == "baseline" and "cpu_s" in x), default=None)
+            cpu_text = "–" if cpu is None else f"{cpu:.1f}"
+            if cpu is not None and base_cpu is not None and kind == "ours":
+                cpu_text += f" ({base_cpu / cpu:.1f}x)"
             totals = ", ".join(f"{x['timings']['total']:.1f}" for x in chosen)
             rows.append(
                 f"| {video} | {kind} | {len(chosen)} ({totals}) | {_s(t.get('load'))} "
                 f"| {_s(t.get('probe'))} | {_s(t.get('decode'))} | {_s(t.get('detect'))} "
                 f"| {_s(t.get('decode_detect'))} | {_s(t.get('transcribe'))} "
                 f"| {_s(t.get('analyse'))} | {_s(t.get('fuse'))} | **{total:.2f}** "
-                f"| **{per_min:.2f}** | {speedup} | {r['peak_rss_mb']:.0f} + "
+                f"| **{per_min:.2f}** | {speedup} | {cpu_text} | {r['peak_rss_mb']:.0f} + "
                 f"{r['children_peak_rss_mb']:.0f} | {r['loadavg_before'][0]:.1f} → "
                 f"{r['loadavg'][0]:.1f} |")
     return "\n".join(rows)
@@ -522,7 +539,8 @@ def main() -> None:
                         help="the 1-minute video only, one run each, no accuracy run")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "incitescan" /
                         "bench", help="where the test videos are made and kept")
-    parser.add_argument("--repeat", type=int, default=2, help="runs per video and pipeline")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="runs per pipeline on the 1-minute video (default 2, --quick 1)")
     parser.add_argument("--baseline-long", action="store_true",
                         help="run the baseline on the 10-minute video too (once: ~20 min on 2 "
                         "cores); by default the speed-up is measured on the 1-minute video")
@@ -545,7 +563,7 @@ def main() -> None:
             write_doc(text)
         return
     videos = ["720p-1min"] if args.quick else list(VIDEOS)
-    repeat = 1 if args.quick else args.repeat
+    repeat = args.repeat or (1 if args.quick else 2)
     paths = {name: make_video(name, args.work) for name in videos}
     runs: list[dict[str, Any]] = []
     for name in videos:
