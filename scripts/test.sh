@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# The tests also check the project's own (not default) detector, committed in weights/.
+.venv/bin/incitescan weights fetch incitescan-weapons
 
 if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && command -v redis-server >/dev/null; then
   echo "==> starting Redis"
