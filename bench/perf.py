@@ -391,7 +391,7 @@ def child(kind: str, target: str, out: Path) -> None:
                       segments=len(run["fusion"].flagged_segments))
         record["timings"] = {**timings, "load": load_s}
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    record["children_peak_rss_mb"] = children.stop() / 1e6
+    record["children_peak_rss_mb"] = children.stop() / 2**20  # MiB, like ru_maxrss / 1024
     record["loadavg"] = os.getloadavg()
     out.write_text(json.dumps(record, indent=1, default=str))
 
@@ -439,7 +439,7 @@ def speed_table(runs: list[dict[str, Any]]) -> str:
     work on a shared machine disturbed least; every run's total is listed beside it)."""
     rows = ["| video | pipeline | runs | model load s | probe | decode | detect | decode+detect "
             "(wall) | transcribe | analyse | fuse | **scan total s** | **s per min of video** "
-            "| speed-up | CPU s (speed-up) | peak MB (python RSS + children USS) "
+            "| speed-up | CPU s (speed-up) | peak MiB (python RSS + children USS) "
             "| load avg (1 min) |",
             "|" + " --- |" * 17]
     for video in dict.fromkeys(r["video"] for r in runs):
