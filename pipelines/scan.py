@@ -19,6 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from .fusion import FusionOptions, add_known_content, fuse
 from .language import LEXICON_VERSION, analyse_transcript, decoding_hints, embed_texts
 from .matching import (
@@ -87,6 +90,11 @@ class ScanOptions:
     # matching against a bank of removed videos (pipelines/matching.py, docs/matching.md).
     fingerprint: bool = True
     match: MatchOptions = field(default_factory=MatchOptions)
+    # Static shots: a frame whose picture is the last checked frame's (every block of about
+    # 1/32 of the width within `still_tolerance` grey levels) reuses that frame's detections,
+    # for at most `still_reuse_s` seconds; then the detectors look again. 0 checks every frame.
+    still_reuse_s: float = 4.0
+    still_tolerance: int = 6
 
     @property
     def speech_model_name(self) -> str:
@@ -195,6 +203,25 @@ def plan_chunks(info: MediaInfo, options: ScanOptions) -> tuple[Chunk, ...]:
     return tuple(chunks)
 
 
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """The picture as 32 grey blocks across (block means: compression noise averages out, a
+    small object entering still changes its block)."""
+    height, width = image.shape[:2]
+    size = (32, max(1, round(32 * height / width)))
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.int16)
+
+
+def is_still(checked: tuple[float, np.ndarray, list[Detection]], t: float, thumb: np.ndarray,
+             options: ScanOptions) -> bool:
+    """Whether a frame at `t` with `thumb` shows the same picture as the last checked frame,
+    recently enough to reuse its detections."""
+    checked_t, checked_thumb, _ = checked
+    return (t - checked_t < options.still_reuse_s - 1e-6
+            and checked_thumb.shape == thumb.shape
+            and int(np.abs(thumb - checked_thumb).max()) <= options.still_tolerance)
+
+
 def detect_chunk(
     info: MediaInfo,
     chunk: Chunk,
@@ -218,13 +245,19 @@ def detect_chunk(
     sampled = 0
     hashes: list[FrameHash] = []
     waited = detecting = 0.0
+    checked: tuple[float, np.ndarray, list[Detection]] | None = None  # t, thumbnail, found
     mark = time.perf_counter()
     for frame in sample_frames(info, options.fps, options.max_side,
                                first=chunk.first_frame, stop=chunk.stop_frame,
                                limits=options.limits):
         started = time.perf_counter()
         waited += started - mark
-        found = [d for det in detectors for d in det.detect([frame], scale)]
+        thumb = thumbnail(frame.image)
+        if checked is not None and is_still(checked, frame.t, thumb, options):
+            found = [replace(d, t=frame.t, frame_index=frame.index) for d in checked[2]]
+        else:
+            found = [d for det in detectors for d in det.detect([frame], scale)]
+            checked = (frame.t, thumb, found)
         detecting += time.perf_counter() - started
         detections += found
         weapons = [d for d in found if d.label in WEAPON_LABELS]

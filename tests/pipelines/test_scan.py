@@ -96,3 +96,56 @@ def test_report_matches_the_documented_schema(threat_report: dict, repo_root: Pa
     broken = dict(threat_report, risk_score=1.5)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+class CountingDetector:
+    """A real detector that counts the frames it is asked to look at."""
+
+    def __init__(self, detector) -> None:
+        self.detector = detector
+        self.name = detector.name
+        self.frames = 0
+
+    def detect(self, frames, scale):
+        self.frames += len(frames)
+        return self.detector.detect(frames, scale)
+
+
+def test_still_frames_reuse_the_last_check_and_changes_are_checked() -> None:
+    import numpy as np
+
+    from pipelines.scan import is_still, thumbnail
+
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 200, (360, 640, 3), dtype=np.uint8)
+    noisy = np.clip(picture.astype(int) + rng.integers(-8, 9, picture.shape), 0, 255)
+    small_change = picture.copy()
+    small_change[100:120, 300:320] = 255  # a 20x20 object enters: 3 % of the width
+    options = ScanOptions()
+    checked = (10.0, thumbnail(picture), [])
+    assert is_still(checked, 11.0, thumbnail(noisy.astype(np.uint8)), options)
+    assert not is_still(checked, 11.0, thumbnail(small_change), options)
+    assert not is_still(checked, 10.0 + options.still_reuse_s, thumbnail(picture), options)
+    assert not is_still(checked, 11.0, thumbnail(picture), ScanOptions(still_reuse_s=0))
+
+
+@pytest.mark.slow
+def test_still_shot_reuse_finds_what_checking_every_frame_finds(
+        scan_models, threat_gun_drill_video: Path) -> None:
+    from pipelines.scan import ScanModels
+
+    results, counts = [], []
+    for reuse in (0.0, ScanOptions().still_reuse_s):
+        detectors = [CountingDetector(d) for d in scan_models.detectors]
+        options = ScanOptions(speech_model="", still_reuse_s=reuse)
+        results.append(scan(threat_gun_drill_video, options,
+                            models=ScanModels(detectors=detectors, transcriber=None)))
+        counts.append(detectors[0].frames)
+    every, reused = results
+    assert counts[0] == every.frames_sampled == reused.frames_sampled
+    assert counts[1] < counts[0] * 0.6, "the sample is still photos: most frames are reused"
+    assert reused.fusion.flagged == every.fusion.flagged
+    assert reused.fusion.risk_score == pytest.approx(every.fusion.risk_score, abs=0.05)
+    labels = {(round(d.t), d.label) for d in every.detections if d.confidence >= 0.5}
+    found = {(round(d.t), d.label) for d in reused.detections}
+    assert len(labels - found) <= len(labels) // 10, "a reused check misses a confident weapon"
