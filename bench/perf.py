@@ -347,6 +347,9 @@ def _cpu_seconds() -> float:
 def child(kind: str, target: str, out: Path) -> None:
     """Run in a fresh process: load the models, scan `target` (a video, or `eval` for the
     labelled samples) and write timings, peak RSS and results to `out` as JSON."""
+    from service.cli import limit_malloc_arenas
+
+    limit_malloc_arenas()  # as `incitescan` does, for both pipelines
     children = _ChildRss()
     started = time.perf_counter()
     record: dict[str, Any] = {"kind": kind, "target": target}
