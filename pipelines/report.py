@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ReportInvalid
+from .matching import REGION_NAMES
 from .types import ScanResult
 from .vision import WEAPON_LABELS
 
@@ -158,6 +159,10 @@ def check_report(report: Any) -> dict[str, Any]:
     that any database stores (finite numbers, no NUL characters); else ReportInvalid naming the
     first problem."""
     _check_shape(report, _REPORT_SHAPE, "report")
+    for index, frame in enumerate(report.get("fingerprint", {}).get("frames", [])):
+        if len(frame["pdq"]) != len(REGION_NAMES):  # the bank lookups index every region
+            raise ReportInvalid(f"report.fingerprint.frames[{index}].pdq must hold "
+                                f"{len(REGION_NAMES)} hashes ({', '.join(REGION_NAMES)})")
     if not str(report["schema_version"]).startswith("1."):
         raise ReportInvalid(f"report schema_version {report['schema_version'][:20]!r} is not "
                             f"1.x; this scanner reads {SCHEMA_VERSION}")

@@ -120,7 +120,7 @@ def a_report() -> dict[str, Any]:
         "evidence": [{"t": 5.0, "frame_index": 5, "path": "evidence/x/frame.jpg",
                       "labels": ["knife"]}],
         "fingerprint": {"frames": [{"t": 0.0, "frame_index": 0, "quality": 80,
-                                    "pdq": ["ab" * 32]}],
+                                    "pdq": ["ab" * 32] * 5}],
                         "audio": [{"start": 0.0, "item_s": 0.12, "items": [1, 2, 3],
                                    "algorithm": "chromaprint2"}]},
         "transcript": None, "weapon_detections": [], "threat_hits": [],
