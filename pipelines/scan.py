@@ -1,7 +1,8 @@
 """The whole analysis of one video as a plan of time chunks: `plan_chunks` cuts the video into
 chunks aligned to the sampling grid, `detect_chunk` samples and checks the frames of one chunk,
-`transcribe_chunk` transcribes the audio of one chunk plus an overlap on each side, and `finish`
-merges the chunks' transcripts at word level, analyses the language and fuses everything.
+`listen_chunk` extracts the audio of one chunk plus an overlap on each side once, transcribes and
+fingerprints it, and `finish` merges the chunks' transcripts at word level, analyses the language,
+matches the hashes against a bank of removed videos and fuses everything.
 
 `scan` runs that plan in one process: detection on the calling thread while a second thread
 transcribes (both model runtimes release the GIL). Workers run the very same functions, one
@@ -288,13 +289,6 @@ def detect_chunk(
                       evidence=tuple(evidence), frame_hashes=tuple(hashes))
 
 
-def transcribe_chunk(info: MediaInfo, chunk: Chunk, transcriber: Transcriber) -> Transcript:
-    """Transcribe the audio of `chunk` (with its overlap); times are in media seconds."""
-    transcript = listen_chunk(info, chunk, transcriber, fingerprint=False).transcript
-    assert transcript is not None
-    return transcript
-
-
 @dataclass(frozen=True, slots=True)
 class AudioPart:
     """What `listen_chunk` got from the audio of one chunk: its transcript (None without a
@@ -445,7 +439,7 @@ def scan(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech") as pool:
         speech_job = None
         transcriber = models.transcriber if wants_speech(info, options) else None
-        if transcriber is not None or (options.fingerprint and info.has_audio):
+        if wants_audio(info, options):
             speech_job = pool.submit(_transcribe_all, info, chunks, transcriber,
                                      options.fingerprint, progress, timings)
         early = (EarlyMatcher(bank, 1.0 / options.fps, on_known_match, options.match)
