@@ -225,7 +225,7 @@ class BaselineScanner:
         os.environ.setdefault("YOLO_VERBOSE", "False")
         from ultralytics import YOLO
 
-        from pipelines.language import embed_texts
+        from pipelines.language import load_text_model
         from pipelines.weights import load_manifest, model_path, weights_dir
 
         manifest = load_manifest()
@@ -239,7 +239,7 @@ class BaselineScanner:
         coco_model = YOLO(str(coco_pt) if self.coco_trained else "yolo11n.yaml", task="detect")
         self.detectors.append((coco, coco_model, self.coco_trained))
         self.whisper = whisper_from_ct2(model_path("whisper-base"))
-        embed_texts(["warm up"])  # the language analysis is ours: load it as ours does
+        load_text_model()  # the language analysis is ours: load it as ours does
 
     def scan(self, path: Path) -> dict[str, Any]:
         import cv2

@@ -11,6 +11,7 @@ into plain rows that the CLI prints and `bench/eval_all.py` writes into docs/acc
 from __future__ import annotations
 
 import csv
+import math
 import random
 import re
 import time
@@ -22,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .types import Box, Detection, FusionResult, ScanResult
+from .types import Box, Detection, FusionResult, ScanResult, iou
 
 Interval = tuple[float, float]
 Progress = Callable[[int, int], None]  # done, total
@@ -80,17 +81,6 @@ def ranking_metrics(labels: Sequence[bool], scores: Sequence[float]) -> dict[str
 
     return {"roc_auc": float(roc_auc_score(labels, scores)),
             "ap": float(average_precision_score(labels, scores))}
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two x1, y1, x2, y2 boxes (0 for empty boxes)."""
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +296,34 @@ def load_detection_dataset(directory: Path, limit: int | None = None,
     return items
 
 
+# COCO's area bins (pixels of the original image): small < 32^2 <= medium < 96^2 <= large.
+SIZE_BINS = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, math.inf)}
+
+
+def _area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def _ap_by_size(scored: Sequence[ScoredBox],
+                boxes: Mapping[Hashable, Sequence[Box]]) -> dict[str, dict[str, Any]]:
+    """AP@0.5 per COCO size bin, the way COCO scores an area range: truths outside the bin are
+    ignored together with the detections that overlap them (IoU >= 0.5), and detections that
+    match nothing count only when their own area is in the bin."""
+    result = {}
+    for name, (low, high) in SIZE_BINS.items():
+        inside = {k: [b for b in v if low <= _area(b) < high] for k, v in boxes.items()}
+        outside = {k: [b for b in v if not low <= _area(b) < high] for k, v in boxes.items()}
+        kept = [d for d in scored
+                if not any(iou(d.box, b) >= IOU_THRESHOLD for b in outside.get(d.image, ()))
+                and (low <= _area(d.box) < high
+                     or any(iou(d.box, b) >= IOU_THRESHOLD for b in inside.get(d.image, ())))]
+        n_truths = sum(len(b) for b in inside.values())
+        result[name] = {"truths": n_truths,
+                        "ap50": average_precision(match_detections(kept, inside), n_truths)
+                        if n_truths else None}
+    return result
+
+
 def detection_metrics(
     detections: Mapping[Hashable, Sequence[Detection]],
     truths: Mapping[Hashable, Sequence[tuple[str, Box]]],
@@ -330,6 +348,7 @@ def detection_metrics(
             "recall": safe_ratio(sum(kept), n_truths),
             "truths": n_truths, "detections": len(kept), "true_positives": sum(kept),
             "matches": [[round(c, 4), int(t)] for c, t in matches],  # to re-threshold later
+            "by_size": _ap_by_size(scored, boxes),
         }
     # Per image: has a true weapon, and the most confident detection of each weapon category.
     image_max = [
@@ -394,9 +413,9 @@ def evaluate_weapons(
         detections[key] = []
         for detector in detectors:
             if done == 0:
-                detector.detect([frame], scale)  # warm-up: first call compiles/allocates
+                detector.detect([frame], scale, tuple(detections[key]))  # warm-up: compiles
             started = time.perf_counter()
-            detections[key] += detector.detect([frame], scale)
+            detections[key] += detector.detect([frame], scale, tuple(detections[key]))
             seconds[detector.name] += time.perf_counter() - started
         progress(done + 1, len(images))
     count = max(1, len(images))
@@ -485,49 +504,53 @@ def evaluate_speech(directory: Path, transcriber: Any, *,
 # ------------------------------------------------------------------------- threat analysis
 
 
-def evaluate_text(csv_path: Path, threshold: float | None = None) -> dict[str, Any]:
-    """Score each `text,label` line with `text_threat_score(analyse_text(text))`; a line counts
-    as threatening at `threshold` (default the language analysis' own). Lists every error."""
-    from .language import FLAG_THRESHOLD, LEXICON_VERSION, analyse_text, text_threat_score
+def evaluate_text(csv_path: Path, threshold: float | None = None,
+                  held_out_only: bool = False) -> dict[str, Any]:
+    """Score each `text,label` line with `text_threat_score` of its analysis (all lines in one
+    batch); a line counts as threatening at `threshold` (default the language analysis' own).
+    Lists every error, and reports the lines the classifier never saw (its `test` split, see
+    pipelines/train_text.py) apart; `held_out_only` scores only those."""
+    from .language import FLAG_THRESHOLD, LEXICON_VERSION, analyse_texts, text_threat_score
+    from .train_text import split_of
 
     threshold = FLAG_THRESHOLD if threshold is None else threshold
     with open(csv_path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if (r.get("text") or "").strip()]
+    if not rows or "label" not in rows[0]:
+        raise ValueError(f"{csv_path}: needs columns text,label and at least one line")
+    splits = [split_of(r["text"].strip(), csv_path.stem) for r in rows]
+    if held_out_only:
+        rows = [r for r, s in zip(rows, splits, strict=True) if s == "test"]
+        splits = ["test"] * len(rows)
     labels: list[bool] = []
     scores: list[float] = []
     errors_fp: list[dict[str, Any]] = []
     errors_fn: list[dict[str, Any]] = []
     subsets: dict[str, list[tuple[bool, bool]]] = {}
-    for row in rows:
-        hits = analyse_text(row["text"])
+    for row, hits in zip(rows, analyse_texts([r["text"] for r in rows]), strict=True):
         score = text_threat_score(hits)
         label = str(row["label"]).strip() in {"1", "true", "True", "yes"}
         labels.append(label)
         scores.append(score)
-        subsets.setdefault(row.get("subset") or "all", []).append((label, score >= threshold))
+        subset = row.get("subset") or row.get("category") or row.get("kind") or "all"
+        subsets.setdefault(subset, []).append((label, score >= threshold))
         if label != (score >= threshold):
             entry = {"text": row["text"], "score": score,
-                     "rules": sorted({h.rule for h in hits}), "subset": row.get("subset", "")}
+                     "rules": sorted({h.rule for h in hits}), "subset": subset}
             (errors_fn if label else errors_fp).append(entry)
     metrics = binary_metrics(labels, [s >= threshold for s in scores])
-    # Lines the learned classifier was trained on score optimistically: report its held-out
-    # fifth apart when the language analysis says which lines those are.
-    from . import language
-
-    held_out = getattr(language, "is_held_out", None)
-    split = {}
-    if held_out is not None:
-        held = [held_out(row["text"]) for row in rows]
-        for name, keep in (("held_out", True), ("trained_on", False)):
-            pairs = [(y, s >= threshold) for y, s, h in zip(labels, scores, held, strict=True)
-                     if h is keep]
-            split[name] = binary_metrics([y for y, _ in pairs], [p for _, p in pairs]) | {
+    by_split = {}
+    for name in ("test", "dev", "train"):
+        pairs = [(y, s >= threshold) for y, s, sp in zip(labels, scores, splits, strict=True)
+                 if sp == name]
+        if pairs:
+            by_split[name] = binary_metrics([y for y, _ in pairs], [p for _, p in pairs]) | {
                 "lines": len(pairs)}
     return {
         **metrics, "threshold": threshold, "lines": len(rows), "positives": sum(labels),
         "ap": ranking_metrics(labels, scores)["ap"],
         "false_positives": errors_fp, "false_negatives": errors_fn,
-        "by_split": split,
+        "by_split": by_split,
         "by_subset": {name: binary_metrics([y for y, _ in pairs], [p for _, p in pairs])
                       | {"lines": len(pairs)} for name, pairs in sorted(subsets.items())},
         "sweep": threshold_sweep(labels, scores, [round(0.05 * i, 2) for i in range(2, 20)]),
@@ -671,6 +694,12 @@ def summary_tables(kind: str, result: Mapping[str, Any], errors_shown: int = 8) 
              classes),
             ("per detector", ("detector", "firearm AP@0.5", "knife AP@0.5", "firearm P / R",
                               "knife P / R", "negative FPR", "ms/image"), per_detector),
+            ("AP@0.5 by box size (COCO area bins, original pixels; true boxes)",
+             ("detector", *(f"{c} {b}" for c in ("firearm", "knife") for b in SIZE_BINS)),
+             [(name, *(f"{_fmt(r['classes'][c]['by_size'][b]['ap50'])} "
+                       f"({r['classes'][c]['by_size'][b]['truths']})"
+                       for c in ("firearm", "knife") for b in SIZE_BINS))
+              for name, r in systems.items()]),
         ]
     if kind == "speech":
         speech_rows: list[Row] = [(f["file"], str(f["words"]), str(f["errors"]), _fmt(f["wer"]),

@@ -43,7 +43,9 @@ class FusionOptions:
     huge_box_fraction: float = 0.6
     co_occurrence_s: float = 5.0
     weapon_weight: float = 0.75
-    speech_weight: float = 0.85
+    # A line that the language analysis counts as threatening (score >= 0.5) flags a window on its
+    # own; slang alone (capped at 0.45) never does (docs/language.md, "calibration").
+    speech_weight: float = 1.0
     co_occurrence_weight: float = 0.7
     min_weapon_signal: float = 0.15  # below this a window's weapon evidence is not reported
     # A match in the bank of removed videos (its score is 0.7..1) flags a video on its own.

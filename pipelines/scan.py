@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from .fusion import FusionOptions, add_known_content, fuse
-from .language import LEXICON_VERSION, analyse_transcript, decoding_hints, embed_texts
+from .language import LEXICON_VERSION, analyse_transcript, decoding_hints, load_text_model
 from .matching import (
     EarlyMatcher,
     HashBank,
@@ -52,7 +52,14 @@ from .types import (
     ScanResult,
     Transcript,
 )
-from .vision import WEAPON_LABELS, Detector, DetectorOptions, build_detector, save_evidence
+from .vision import (
+    WEAPON_LABELS,
+    Detector,
+    DetectorOptions,
+    build_detector,
+    detect_all,
+    save_evidence,
+)
 from .weights import ModelSpec, load_manifest
 
 SPEECH_MODELS = {"tiny.en": "whisper-tiny.en", "base": "whisper-base"}
@@ -115,6 +122,8 @@ class ScanModels:
         if self.transcriber is not None:
             refs["speech"] = self.transcriber.name
         refs["lexicon"] = LEXICON_VERSION
+        if self.transcriber is not None:
+            refs["text"] = load_text_model().name
         return refs
 
 
@@ -165,9 +174,9 @@ def load_models(options: ScanOptions) -> ScanModels:
     transcriber = (build_transcriber(_spec(manifest, options.speech_model_name), options.speech)
                    if options.speech_model else None)
     if transcriber is not None:
-        # The language classifier's sentence model takes seconds to load: load it with the
-        # other models rather than in the middle of the first scan that hears speech.
-        embed_texts(["warm up"])
+        # The language classifier takes seconds to load: load it with the other models rather
+        # than in the middle of the first scan that hears speech.
+        load_text_model()
     return ScanModels(detectors=detectors, transcriber=transcriber)
 
 
@@ -179,6 +188,8 @@ def model_refs(options: ScanOptions) -> dict[str, str]:
     if options.speech_model:
         refs["speech"] = _spec(manifest, options.speech_model_name).ref
     refs["lexicon"] = LEXICON_VERSION
+    if options.speech_model:
+        refs["text"] = _spec(manifest, "incitescan-text").ref
     return refs
 
 
@@ -257,7 +268,7 @@ def detect_chunk(
         if checked is not None and is_still(checked, frame.t, thumb, options):
             found = [replace(d, t=frame.t, frame_index=frame.index) for d in checked[2]]
         else:
-            found = [d for det in detectors for d in det.detect([frame], scale)]
+            found = detect_all(detectors, frame, scale)
             checked = (frame.t, thumb, found)
         detecting += time.perf_counter() - started
         detections += found

