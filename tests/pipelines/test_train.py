@@ -46,6 +46,15 @@ def fake_images(names: list[str], source: str = "ahmed-new-dataset-weapon") -> l
         ("/d/new-knife-v3/images/nk_-__11_-removebg-preview_png.rf.1007a32a41ce3e6e.jpg",
          "new-knife-v3/-__#0#_-removebg-preview"),
         ("/d/new-knife-v3/images/nk_kitchen.jpg", "new-knife-v3/kitchen"),
+        # weapons-scenes: one flat folder, `<source>_<NNNN>_<source image name>`
+        ("/d/weapons-scenes/images/oi-gun_0000_4f5462043ce89254.jpg",
+         "weapons-scenes/oi-gun/4f5462043ce#3570#"),
+        ("/d/weapons-scenes/images/knife-v11_0001_knife-612.jpg",
+         "weapons-scenes/knife-v11/knife-#24#"),
+        ("/d/weapons-scenes/images/knife-v11_0002_knife-612rf45858f3c327dc47c52e145bbaaf99.jpg",
+         "weapons-scenes/knife-v11/knife-#24#"),
+        ("/d/weapons-scenes/images/capston-neg_0001_youtube-16.jpg",
+         "weapons-scenes/capston-neg/youtube-#0#"),
     ],
 )
 def test_group_key(path: str, group: str) -> None:
@@ -137,6 +146,27 @@ def test_synthetic_images_have_boxes_inside_and_only_train_donors(tmp_path: Path
             assert cy - h / 2 >= 0 and cy + h / 2 <= 1.0001
 
 
+def test_crops_zoom_in_on_weapons_and_people(tmp_path: Path) -> None:
+    data = tiny_dataset(tmp_path / "data")
+    images = train.list_images(data)
+    negative = next(i for i in images if not read_boxes(label_of(i)))
+    persons = {negative: [(10.0, 10.0, 40.0, 80.0)]}
+    written = train.make_crops(images, 12, seed=1, images_dir=tmp_path / "c" / "images",
+                               labels_dir=tmp_path / "c" / "labels", persons=persons)
+    assert len(written) == 12
+    with_weapon = 0
+    for path in written:
+        crop = cv2.imread(str(path))
+        assert crop is not None and min(crop.shape[:2]) >= 16
+        boxes = read_boxes(label_of(path))
+        with_weapon += bool(boxes)
+        for _, cx, cy, w, h in boxes:
+            assert 0 <= cx - w / 2 and cx + w / 2 <= 1.0001 and 0 <= cy - h / 2
+            assert cy + h / 2 <= 1.0001
+            assert w * h > 0.02  # zoomed: the 50x20 px weapon is no longer a speck
+    assert with_weapon >= 6  # most crops are around a weapon
+
+
 @pytest.mark.slow
 def test_tiny_training_run_writes_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One epoch on 12 tiny images at 64 px: the recipe runs end to end and records itself."""
@@ -145,17 +175,20 @@ def test_tiny_training_run_writes_record(tmp_path: Path, monkeypatch: pytest.Mon
         monkeypatch.setenv(name, os.environ.get(name, ""))
     data = tiny_dataset(tmp_path / "data")
     config = train.config_for(epochs=1, imgsz=64, out=str(tmp_path / "run"), seed=0,
-                              data=str(data), batch=4, synthetic=4, export="none",
-                              val_fraction=0.3, workers=0)
+                              data=str(data), batch=4, synthetic=4, crops=4, export="none",
+                              val_fraction=0.3, workers=0, init="basegun-firearm")
     result = train.train(config)
     record = json.loads(Path(result.record).read_text())
     assert Path(result.best_pt).is_file()
     assert record["config"]["epochs"] == 1 and record["config"]["seed"] == 0
     assert record["dataset"]["images"] == 12 and record["dataset"]["synthetic_images"] == 4
-    assert record["dataset"]["data_digest"] == data_digest(
+    assert record["dataset"]["crop_images"] == 4
+    assert record["dataset"]["data_digests"]["data"] == data_digest(
         [*train.list_images(data), *(label_of(i) for i in train.list_images(data))], data
     )
     assert record["versions"]["ultralytics"] and record["init"]["sha256"]
+    assert record["epochs_total"] == record["epochs_trained"] == 1  # from basegun: none before
+    assert Path(result.run_dir).parent.joinpath(train.CHECKPOINT.name).is_file()
     assert set(record["metrics"]) >= {"val_map50", "val_map50_95"}
     assert all(Path(p).is_relative_to(tmp_path) for p in (result.run_dir, result.record))
 
