@@ -185,14 +185,25 @@ class ScanService:
 
     def submit_reference(self, principal: Principal, reference: schemas.ScanReference,
                          idempotency_key: str | None) -> tuple[Scan, bool]:
-        """Accept a video already in the media storage, by its key."""
-        if not self.storage.exists(reference.storage_key):
+        """Accept a video already in the media storage, by its key. Keys are scoped to their
+        owner: only a key that uploaded this content before may name it (a sha256 is no secret:
+        anyone who knows a video's hash must not get its report or clips)."""
+        if not (self.owns_media(principal, reference.storage_key)
+                and self.storage.exists(reference.storage_key)):
+            # The same answer whether the object is missing or someone else's: no oracle.
             raise ApiError(422, "storage_key_not_found",
-                           "no object with that storage_key in the media storage")
+                           "no object with that storage_key among the videos you uploaded")
         return self._submit(principal, sha256=reference.storage_key,
                             media=self.storage.local_path(reference.storage_key),
                             filename=reference.filename or "", fields=reference,
                             idempotency_key=idempotency_key, staged=None)
+
+    def owns_media(self, principal: Principal, sha256: str) -> bool:
+        """Whether `principal` uploaded the content `sha256` (has a scan of it)."""
+        with self.sessions() as session:
+            return session.scalars(select(Scan.id).where(
+                Scan.sha256 == sha256, Scan.uploader_key_id == principal.key_id).limit(1)
+            ).first() is not None
 
     def _check_callback(self, url: str | None) -> str | None:
         if url is None:
@@ -526,11 +537,16 @@ class ScanService:
         for item in report.get("evidence", []):
             if item.get("frame_index") == frame_index:
                 path = (self.storage_root / str(item["path"])).resolve()
-                if path.is_relative_to(self.storage_root.resolve()) and path.is_file():
+                # Evidence images only: never a stored video or another folder of the store.
+                if path.is_relative_to(self.evidence_root()) and path.is_file():
                     return path
                 raise ApiError(404, "evidence_missing", "the evidence image is no longer stored")
         raise ApiError(404, "not_found", "no evidence image for that frame; see the report's "
                                          "`evidence` list for the frames that have one")
+
+    def evidence_root(self) -> Path:
+        """The folder every evidence image lives under."""
+        return (self.storage_root / "evidence").resolve()
 
     def clip(self, principal: Principal, scan_id: str, start: float, end: float) -> Path:
         """A short MP4 of `[start, end)` seconds of the scanned video (a temporary file)."""

@@ -309,7 +309,7 @@ def evidence_frame(service: ScanService, principal: Principal, scan_id: str,
         service._visible(session, principal, scan_id)
         report = session.get(Report, scan_id)
         body = report.body if report else {}
-    root = service.storage_root.resolve()
+    root = service.evidence_root()
     for item in body.get("evidence", []):
         if item.get("frame_index") == frame_index:
             path = (root / str(item["path"])).resolve()

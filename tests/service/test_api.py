@@ -145,8 +145,12 @@ def test_video_over_the_duration_limit_is_413(make_api: Any, kitchen_benign_vide
         assert "min limit" in response.json()["error"]["message"]
 
 
-def test_submit_by_storage_reference(api: Api, threat_gun_drill_video: Path) -> None:
-    key = api.service.storage.put(threat_gun_drill_video)
+def test_submit_by_storage_reference(api: Api, threat_gun_drill_video: Path,
+                                     tmp_path: Path) -> None:
+    # A key may name only content it uploaded: upload, fail the scan, then submit it again.
+    first = api.upload(unique_copy(threat_gun_drill_video, tmp_path)).json()
+    api.service.finish(first["id"], {"error": {"code": "internal_error", "message": "boom"}})
+    key = first["sha256"]
     body = {"storage_key": key, "filename": "drill.mp4", "external_id": "ref-1"}
     response = api.client.post("/v1/scans", headers=api.auth("uploader"), json=body)
     assert response.status_code == 202, response.text
