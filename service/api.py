@@ -5,7 +5,6 @@ docs/openapi.json. `create_app` builds the app; `incitescan serve` runs it with 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -23,7 +22,9 @@ from pipelines.report import scanner_version
 from . import schemas
 from .auth import Principal
 from .errors import ApiError, install_handlers, validation_error
+from .jsonlimits import JsonRefused, loads_bounded
 from .scans import ScanService
+from .schemas import MAX_METADATA_BYTES
 from .settings import ServiceSettings
 from .uploads import MAX_FIELD_BYTES, receive_multipart
 
@@ -96,10 +97,11 @@ async def _read_small_body(request: Request, limit: int = MAX_FIELD_BYTES) -> by
 def _form_fields(fields: dict[str, str]) -> schemas.ScanOptionsIn:
     data: dict[str, Any] = dict(fields)
     if "metadata" in data:
-        try:
-            data["metadata"] = json.loads(data["metadata"])
-        except ValueError:
-            raise ApiError(422, "invalid_request", "metadata must be a JSON object") from None
+        try:  # bounded before parsing: a deeply nested value used to raise RecursionError
+            data["metadata"] = loads_bounded(data["metadata"], max_bytes=MAX_METADATA_BYTES)
+        except JsonRefused as exc:
+            raise ApiError(422, "invalid_request", f"metadata must be a JSON object: it {exc}"
+                           ) from None
     try:
         return schemas.ScanOptionsIn.model_validate(data)
     except ValidationError as exc:
@@ -149,13 +151,12 @@ def create_app(settings: ServiceSettings | None = None, *,
             if kind == "multipart/form-data":
                 staged = await receive_multipart(request, scans.storage_root / ".incoming",
                                                  scans.settings.max_upload_bytes)
-                try:
+                try:  # every way out, errors of any kind included, removes the staged file
                     fields = _form_fields(staged.fields)
-                except ApiError:
+                    row, created = await run_in_threadpool(scans.submit_upload, principal,
+                                                           staged, fields, idempotency_key)
+                finally:
                     staged.discard()
-                    raise
-                row, created = await run_in_threadpool(scans.submit_upload, principal, staged,
-                                                       fields, idempotency_key)
             elif kind == "application/json":
                 try:
                     reference = schemas.ScanReference.model_validate_json(

@@ -122,6 +122,8 @@ class ScanService:
         migrate(self.engine)
         self.storage_root.mkdir(parents=True, exist_ok=True)
         self._sweep_staging()
+        threading.Thread(target=self._sweep_periodically, name="staging-sweep",
+                         daemon=True).start()
         with self.sessions() as session:
             open_scans = session.scalars(select(Scan).where(Scan.status.in_(
                 ("queued", "running"))).order_by(Scan.created_at)).all()
@@ -138,16 +140,32 @@ class ScanService:
         for scan_id in undelivered:
             self._webhooks.submit(self._deliver_webhook, scan_id)
 
-    def _sweep_staging(self, older_than_s: float = 3600.0) -> None:
-        """Remove uploads a crash left half-received in the staging folder."""
-        staging = self.storage_root / ".incoming"
-        if not staging.is_dir():
-            return
-        cutoff = time.time() - older_than_s
-        for folder in staging.glob(".upload-*"):
+    def _sweep_staging(self) -> int:
+        """Remove staged uploads and partial storage writes older than `staging_max_age_s`
+        (left by a crash, or by a failure path that missed them); returns how many."""
+        cutoff = time.time() - self.settings.staging_max_age_s
+        stale = [*(self.storage_root / ".incoming").glob(".upload-*"),
+                 *self.storage_root.glob(".put-*")]
+        removed = 0
+        for path in stale:
             with contextlib.suppress(OSError):
-                if folder.stat().st_mtime < cutoff:
-                    shutil.rmtree(folder)
+                if path.lstat().st_mtime < cutoff:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                    removed += 1
+        if removed:
+            log.warning("removed %d stale staged upload(s) from %s", removed, self.storage_root)
+        return removed
+
+    def _sweep_periodically(self) -> None:
+        interval = min(600.0, max(0.5, self.settings.staging_max_age_s / 6))
+        while not self._stopping.wait(interval):
+            try:
+                self._sweep_staging()
+            except Exception:  # noqa: BLE001 - the sweep must never stop
+                log.exception("sweeping the staging folder failed")
 
     def close(self) -> None:
         """Stop the executor and webhook deliveries; release database connections."""

@@ -40,6 +40,8 @@ class ServiceSettings(BaseSettings):
     decode_memory_bytes: int = Field(default=_LIMITS.decode_memory_bytes, ge=1024**3)
     decode_stall_s: float = Field(default=_LIMITS.decode_stall_s, gt=0)
     clip_max_seconds: float = Field(default=30.0, gt=0)
+    # Staged uploads (and partial writes to the store) older than this are swept (seconds).
+    staging_max_age_s: float = Field(default=3600.0, gt=0)
 
     webhook_secret: SecretStr | None = None  # None: callback_url is refused
     # Signs reviewer UI session cookies; None: a random one per process (sessions end on restart

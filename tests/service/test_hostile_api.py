@@ -5,7 +5,12 @@ fails without its fix."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from .conftest import Api, fake_report, unique_copy
 
@@ -30,3 +35,50 @@ def test_a_storage_key_is_scoped_to_the_uploader_who_uploaded_it(
     again = api.client.post("/v1/scans", headers=api.auth("uploader"),
                             json={"storage_key": mine["sha256"]})
     assert again.status_code == 200 and again.json()["id"] == mine["id"]
+
+
+def _staged(api: Api) -> list[Path]:
+    return list((api.service.storage_root / ".incoming").glob(".upload-*"))
+
+
+@pytest.mark.parametrize("metadata", [
+    '{"a": ' + "[" * 32_000 + "]" * 32_000 + "}",  # was 500 (RecursionError) + a leaked file
+    '{"a": ' + "{" * 40 + "}" * 40 + "}",
+    '{"a": "' + "[" * 20_000 + '"}',  # brackets inside a string do not nest: valid, too big
+])
+def test_nested_or_huge_metadata_is_422_and_leaves_nothing_staged(
+        api: Api, benign_street_video: Path, metadata: str) -> None:
+    with benign_street_video.open("rb") as handle:
+        response = api.client.post("/v1/scans", headers=api.auth("uploader"),
+                                   files={"file": ("v.mp4", handle, "video/mp4")},
+                                   data={"metadata": metadata})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "metadata" in response.json()["error"]["message"]
+    assert _staged(api) == []
+
+
+def test_nested_metadata_in_a_json_reference_is_422(api: Api) -> None:
+    body = '{"storage_key": "' + "0" * 64 + '", "metadata": {"a": ' + "[" * 40 + "]" * 40 + "}}"
+    response = api.client.post("/v1/scans", headers={**api.auth("uploader"),
+                                                     "Content-Type": "application/json"},
+                               content=body)
+    assert response.status_code == 422, response.text
+    assert "deeper" in response.text
+
+
+def test_stale_staged_uploads_are_swept_while_the_service_runs(make_api: Any) -> None:
+    with make_api(staging_max_age_s=3.0) as api:
+        staging = api.service.storage_root / ".incoming"
+        staging.mkdir(parents=True, exist_ok=True)
+        old = staging / ".upload-leftover"
+        old.mkdir()
+        (old / "upload").write_bytes(b"x" * 1000)
+        os.utime(old, (time.time() - 60, time.time() - 60))
+        fresh = staging / ".upload-receiving"
+        fresh.mkdir()
+        deadline = time.monotonic() + 10
+        while old.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not old.exists() and fresh.exists()
+        fresh.rmdir()
