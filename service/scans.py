@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import shutil
 import threading
 import time
@@ -36,7 +37,7 @@ from worker.storage import Storage, open_storage
 from . import schemas
 from .auth import Principal, authenticate, create_key
 from .bank import DatabaseBank, store_video, with_known_matches
-from .clips import cut_clip
+from .clips import MIN_CLIP_S, cut_clip
 from .db import make_engine, migrate, session_factory
 from .errors import ApiError
 from .execution import Executor, LocalExecutor, Outcome, ScanJob
@@ -80,6 +81,25 @@ def decode_cursor(cursor: str, count: int) -> list[Any]:
     except (ValueError, binascii.Error, UnicodeDecodeError):
         pass
     raise ApiError(422, "invalid_cursor", "cursor is not one this API returned")
+
+
+def check_clip_range(start: float, end: float, duration: float | None, max_seconds: float
+                     ) -> tuple[float, float]:
+    """The clip range `[start, end)` to cut, checked before any command is built: finite,
+    start >= 0, at most `max_seconds` long, inside the video (an end past it is cut back to
+    the end) and then at least MIN_CLIP_S long; a 422 ApiError otherwise."""
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+        raise ApiError(422, "invalid_range", "start must be >= 0 and end after start")
+    if end - start > max_seconds:
+        raise ApiError(422, "clip_too_long", f"clips are at most {max_seconds:g} s long")
+    if duration is not None:
+        if start >= duration:
+            raise ApiError(422, "invalid_range", f"start is past the end of the video "
+                           f"({duration:g} s)")
+        end = min(end, duration)
+    if end - start < MIN_CLIP_S:
+        raise ApiError(422, "invalid_range", f"clips are at least {MIN_CLIP_S:g} s long")
+    return start, end
 
 
 def _not_found(what: str = "scan") -> ApiError:
@@ -571,20 +591,14 @@ class ScanService:
         with self.sessions.begin() as session:
             row = self._visible(session, principal, scan_id)
             self._audit_view(session, principal, "clip.view", f"scan:{scan_id}")
-        if end <= start:
-            raise ApiError(422, "invalid_range", "end must be after start")
-        if end - start > self.settings.clip_max_seconds:
-            raise ApiError(422, "clip_too_long", f"clips are at most "
-                           f"{self.settings.clip_max_seconds:g} s long")
-        if row.duration is not None and start >= row.duration:
-            raise ApiError(422, "invalid_range", f"start is past the end of the video "
-                           f"({row.duration:g} s)")
+        start, end = check_clip_range(start, end, row.duration,
+                                      self.settings.clip_max_seconds)
         try:
             source = self.storage.local_path(row.sha256)
         except FileNotFoundError:
             raise ApiError(404, "media_missing", "the video is no longer stored") from None
         try:
-            return cut_clip(source, start, end)
+            return cut_clip(source, start, end, max_seconds=self.settings.clip_max_seconds)
         except InvalidMedia as exc:
             raise ApiError(422, "clip_failed", exc.message) from None
 

@@ -12,6 +12,10 @@ from typing import Any
 
 import pytest
 
+from service.clips import clip_length
+from service.errors import ApiError
+from service.scans import check_clip_range
+
 from .conftest import Api, fake_report, unique_copy
 
 
@@ -82,3 +86,42 @@ def test_stale_staged_uploads_are_swept_while_the_service_runs(make_api: Any) ->
             time.sleep(0.1)
         assert not old.exists() and fresh.exists()
         fresh.rmdir()
+
+
+@pytest.mark.parametrize(("start", "end", "result"), [
+    (1.0, 1.0001, "invalid_range"),  # was `-t 0.000`: ffmpeg cut to the end (5 s of 6)
+    (1.0, 1.05, "invalid_range"),
+    (2.0, 2.0, "invalid_range"),
+    (3.0, 2.0, "invalid_range"),
+    (6.0, 7.0, "invalid_range"),  # starts at the end
+    (0.0, 31.0, "clip_too_long"),
+    (float("nan"), 2.0, "invalid_range"),
+    (0.0, float("inf"), "invalid_range"),
+    (1.0, 1.1, (1.0, 1.1)),
+    (5.5, 9.0, (5.5, 6.0)),  # an end past the video is cut back to its end
+    (0.0, 30.0, (0.0, 6.0)),
+])
+def test_clip_ranges_are_checked_before_ffmpeg_runs(start: float, end: float,
+                                                    result: Any) -> None:
+    if isinstance(result, str):
+        with pytest.raises(ApiError) as refused:
+            check_clip_range(start, end, 6.0, 30.0)
+        assert refused.value.status == 422 and refused.value.code == result
+    else:
+        assert check_clip_range(start, end, 6.0, 30.0) == pytest.approx(result)
+
+
+def test_a_clip_is_never_longer_than_asked(api: Api, benign_street_video: Path,
+                                           tmp_path: Path) -> None:
+    video = unique_copy(benign_street_video, tmp_path)
+    scan_id = api.upload(video).json()["id"]
+    api.service.finish(scan_id, {"report": fake_report(0.9)})
+    tiny = api.client.get(f"/v1/scans/{scan_id}/clip?start=1&end=1.0001",
+                          headers=api.auth("uploader"))
+    assert tiny.status_code == 422 and tiny.json()["error"]["code"] == "invalid_range"
+    response = api.client.get(f"/v1/scans/{scan_id}/clip?start=1&end=3",
+                              headers=api.auth("uploader"))
+    assert response.status_code == 200, response.text
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(response.content)
+    assert 1.5 <= clip_length(clip) <= 2.5
