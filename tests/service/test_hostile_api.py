@@ -6,17 +6,19 @@ fails without its fix."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service import webhooks
 from service.clips import clip_length
 from service.errors import ApiError
 from service.scans import check_clip_range
 
-from .conftest import Api, fake_report, unique_copy
+from .conftest import Api, Receiver, fake_report, unique_copy
 
 
 def _bearer(key: str) -> dict[str, str]:
@@ -125,3 +127,65 @@ def test_a_clip_is_never_longer_than_asked(api: Api, benign_street_video: Path,
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(response.content)
     assert 1.5 <= clip_length(clip) <= 2.5
+
+
+@pytest.mark.parametrize(("address", "public"), [
+    ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1: was accepted
+    ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1: was accepted
+    ("::127.0.0.1", False),  # IPv4-compatible 127.0.0.1: was accepted
+    ("::ffff:10.0.0.1", False), ("64:ff9b::a9fe:a9fe", False), ("2002:c0a8:101::1", False),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+    ("100.64.0.1", False), ("192.0.0.1", False), ("198.18.0.1", False), ("240.0.0.1", False),
+    ("0.0.0.0", False), ("::", False), ("fe80::1%eth0", False), ("fd00::1", False),
+    ("2001:db8::1", False), ("ff02::1", False), ("not an address", False),
+    ("8.8.8.8", True), ("2606:4700::1111", True), ("64:ff9b::808:808", True),
+    ("2002:808:808::", True),
+])
+def test_callback_addresses_are_checked_with_embedded_ipv4_normalised(address: str,
+                                                                      public: bool) -> None:
+    assert webhooks.public_address(address) is public
+
+
+@pytest.mark.parametrize("url", ["http://[64:ff9b::7f00:1]/hook", "http://[2002:7f00:1::]/hook",
+                                 "http://[::127.0.0.1]/hook", "http://0.0.0.0:8000/hook"])
+def test_embedded_loopback_callback_urls_are_refused(make_api: Any, benign_street_video: Path,
+                                                     url: str) -> None:
+    with make_api(webhook_allow_private=False) as api:
+        response = api.upload(benign_street_video, callback_url=url)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "callback_url_refused"
+
+
+def test_webhook_connects_to_the_address_it_checked(receiver: Receiver,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name is resolved once per attempt and the request goes to that
+    checked address; a second lookup (by the HTTP client) would get a different answer."""
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hook.rebind.test":
+            lookups.append(host)
+            if len(lookups) > 1:  # the attacker's DNS now points elsewhere
+                raise socket.gaierror(socket.EAI_NONAME, "rebound")
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = receiver.server.server_address[1]
+    attempts: list[webhooks.Attempt] = []
+    delivered = webhooks.deliver(f"http://hook.rebind.test:{port}/hook", b"{}", "secret",
+                                 allow_private=True, max_attempts=1, backoff=0, timeout=5,
+                                 record=attempts.append)
+    assert delivered, attempts
+    assert lookups == ["hook.rebind.test"]
+    headers, _ = receiver.requests[0]
+    assert headers["host"] == f"hook.rebind.test:{port}"
+
+
+def test_webhook_redirects_are_not_followed(receiver: Receiver) -> None:
+    receiver.statuses.append(307)
+    attempts: list[webhooks.Attempt] = []
+    assert not webhooks.deliver(receiver.url, b"{}", "secret", allow_private=True,
+                                max_attempts=1, backoff=0, timeout=5, record=attempts.append)
+    assert attempts[0].status_code == 307 and len(receiver.requests) == 1
