@@ -43,6 +43,15 @@ class ServiceSettings(BaseSettings):
     # Staged uploads (and partial writes to the store) older than this are swept (seconds).
     staging_max_age_s: float = Field(default=3600.0, gt=0)
 
+    # Connections (`incitescan serve`): seconds for a request line and headers, the longest
+    # pause inside a request body, idle seconds between requests, open connections per client
+    # address (0: no cap; set 0 behind a reverse proxy) and in all.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_idle_timeout_s: float = Field(default=30.0, gt=0)
+    keep_alive_s: float = Field(default=5.0, gt=0)
+    max_connections_per_client: int = Field(default=16, ge=0)
+    max_connections: int = Field(default=1000, ge=1)
+
     webhook_secret: SecretStr | None = None  # None: callback_url is refused
     # Signs reviewer UI session cookies; None: a random one per process (sessions end on restart
     # and are not shared between server processes; set it when running several).
