@@ -37,6 +37,7 @@ from worker.storage import Storage, open_storage
 from . import schemas
 from .auth import Principal, authenticate, create_key
 from .bank import DatabaseBank, store_video, with_known_matches
+from .children import end_stale_children
 from .clips import MIN_CLIP_S, cut_clip
 from .db import make_engine, migrate, session_factory
 from .errors import ApiError
@@ -142,6 +143,7 @@ class ScanService:
         migrate(self.engine)
         self.storage_root.mkdir(parents=True, exist_ok=True)
         self._sweep_staging()
+        end_stale_children(self.storage_root)  # pool processes of a server killed before
         threading.Thread(target=self._sweep_periodically, name="staging-sweep",
                          daemon=True).start()
         with self.sessions() as session:
