@@ -32,7 +32,8 @@ bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: B
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": schemas.ErrorResponse} for status in statuses}
+    # 429: every route takes a key, and an address sending wrong keys is locked out.
+    return {status: {"model": schemas.ErrorResponse} for status in (*statuses, 429)}
 
 
 COMMON_ERRORS = _errors(401, 403, 422)
@@ -67,7 +68,9 @@ def require(*permissions: str) -> Callable[..., Principal]:
         if credentials is None:
             raise ApiError(401, "unauthorized", "send an API key as `Authorization: Bearer KEY`",
                            headers=challenge)
-        principal = service_of(request).authenticate(credentials.credentials)
+        address = request.client.host if request.client else ""
+        principal = service_of(request).authenticate_from(credentials.credentials, address,
+                                                          "api")
         if principal is None:
             raise ApiError(401, "invalid_key", "the API key is unknown, revoked or malformed",
                            headers=challenge)

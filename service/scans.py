@@ -13,13 +13,14 @@ import hashlib
 import json
 import logging
 import math
+import secrets
 import shutil
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,12 @@ from .models import (
     Report,
     Scan,
     Segment,
+    UiSession,
     WebhookDelivery,
     utcnow,
 )
 from .settings import ServiceSettings
+from .throttle import AuthThrottle
 from .uploads import StagedUpload
 from .webhooks import Attempt, CallbackRefused, check_callback_url, deliver
 
@@ -122,6 +125,8 @@ class ScanService:
         self.executor = executor or self._default_executor()
         self._webhooks = ThreadPoolExecutor(4, thread_name_prefix="webhook")
         self._stopping = threading.Event()
+        self.throttle = AuthThrottle(settings.auth_max_failures, settings.auth_failure_window_s,
+                                     settings.auth_lockout_s)
 
     def _default_executor(self) -> Executor:
         if self.settings.broker_url:
@@ -202,6 +207,67 @@ class ScanService:
         """The caller holding API key `key`, or None."""
         with self.sessions() as session:
             return authenticate(session, key)
+
+    def check_throttle(self, address: str) -> None:
+        """A 429 ApiError while `address` is locked out for sending wrong keys."""
+        wait = self.throttle.retry_after(address)
+        if wait > 0:
+            raise ApiError(429, "too_many_attempts", f"too many wrong API keys from your "
+                           f"address; try again in {wait:.0f} s",
+                           headers={"Retry-After": str(max(1, round(wait)))})
+
+    def authenticate_from(self, key: str, address: str, via: str) -> Principal | None:
+        """`authenticate(key)` for a client at `address`, rate limited: a locked-out address
+        gets a 429 ApiError without the key being checked; a wrong key is counted and audited
+        (`auth.failure`), and the one that locks the address out too (`auth.lockout`)."""
+        self.check_throttle(address)
+        principal = self.authenticate(key)
+        if principal is None:
+            locked = self.throttle.failed(address)
+            prefix = key.split("_")[1][:16] if key.count("_") >= 2 else ""
+            with self.sessions.begin() as session:
+                session.add(AuditEntry(actor="anonymous", action="auth.failure",
+                                       target=f"client:{address}"[:200],
+                                       details={"via": via, "prefix": prefix}))
+                if locked:
+                    session.add(AuditEntry(actor=SYSTEM, action="auth.lockout",
+                                           target=f"client:{address}"[:200],
+                                           details={"via": via,
+                                                    "failures": self.throttle.max_failures,
+                                                    "seconds": self.throttle.lockout_s}))
+            if locked:
+                log.warning("locked out %s for %.0f s after %d wrong API keys", address,
+                            self.throttle.lockout_s, self.throttle.max_failures)
+        return principal
+
+    # --------------------------------------------------------------------- UI sessions
+
+    @staticmethod
+    def _session_hash(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode()).hexdigest()
+
+    def open_ui_session(self, principal: Principal, seconds: float) -> str:
+        """A new server-side UI session of `principal`; returns its id (for the cookie)."""
+        session_id = secrets.token_urlsafe(32)
+        now = utcnow()
+        with self.sessions.begin() as session:
+            session.add(UiSession(id=self._session_hash(session_id), key_id=principal.key_id,
+                                  created_at=now, expires_at=now + timedelta(seconds=seconds)))
+        return session_id
+
+    def ui_session_open(self, session_id: str, key_id: str) -> bool:
+        """Whether UI session `session_id` of key `key_id` exists, unexpired and not ended."""
+        with self.sessions() as session:
+            row = session.get(UiSession, self._session_hash(session_id))
+        return (row is not None and row.key_id == key_id and row.revoked_at is None
+                and row.expires_at > utcnow())
+
+    def close_ui_session(self, session_id: str) -> None:
+        """End UI session `session_id` (logout): its cookie stops working at once."""
+        with self.sessions.begin() as session:
+            row = session.get(UiSession, self._session_hash(session_id))
+            if row is not None and row.revoked_at is None:
+                row.revoked_at = utcnow()
 
     # ----------------------------------------------------------------------- submitting
 

@@ -52,6 +52,12 @@ class ServiceSettings(BaseSettings):
     max_connections_per_client: int = Field(default=16, ge=0)
     max_connections: int = Field(default=1000, ge=1)
 
+    # Wrong API keys (API or UI login) one client address may send within the window before
+    # it is locked out for `auth_lockout_s` seconds.
+    auth_max_failures: int = Field(default=10, ge=1)
+    auth_failure_window_s: float = Field(default=300.0, gt=0)
+    auth_lockout_s: float = Field(default=900.0, gt=0)
+
     webhook_secret: SecretStr | None = None  # None: callback_url is refused
     # Signs reviewer UI session cookies; None: a random one per process (sessions end on restart
     # and are not shared between server processes; set it when running several).
