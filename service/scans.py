@@ -20,7 +20,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,16 @@ def check_clip_range(start: float, end: float, duration: float | None, max_secon
     if end - start < MIN_CLIP_S:
         raise ApiError(422, "invalid_range", f"clips are at least {MIN_CLIP_S:g} s long")
     return start, end
+
+
+def as_utc(value: datetime, name: str) -> datetime:
+    """`value` (timezone-aware) in UTC, or a 422 ApiError when that falls outside the calendar
+    (year 1 with a positive offset, year 9999 with a negative one)."""
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(422, "invalid_request", f"{name} is outside the dates this API "
+                       "handles (years 1-9999 in UTC)") from None
 
 
 def _not_found(what: str = "scan") -> ApiError:
@@ -594,9 +604,9 @@ class ScanService:
         if max_score is not None:
             query = query.where(Scan.risk_score <= max_score)
         if created_after is not None:
-            query = query.where(Scan.created_at >= created_after)
+            query = query.where(Scan.created_at >= as_utc(created_after, "created_after"))
         if created_before is not None:
-            query = query.where(Scan.created_at < created_before)
+            query = query.where(Scan.created_at < as_utc(created_before, "created_before"))
         if external_id is not None:
             query = query.where(Scan.external_id == external_id)
         if cursor is not None:
@@ -608,6 +618,11 @@ class ScanService:
                                ) from None
             if when.tzinfo is None:
                 raise ApiError(422, "invalid_cursor", "cursor is not one this API returned")
+            try:
+                when = when.astimezone(UTC)
+            except (OverflowError, ValueError):
+                raise ApiError(422, "invalid_cursor", "cursor is not one this API returned"
+                               ) from None
             query = query.where(or_(Scan.created_at < when,
                                     (Scan.created_at == when) & (Scan.id < str(last_id))))
         query = query.order_by(Scan.created_at.desc(), Scan.id.desc()).limit(limit + 1)
@@ -729,7 +744,8 @@ class ScanService:
             query = query.where(AuditEntry.target == target)
         if cursor is not None:
             (last_id,) = decode_cursor(cursor, 1)
-            if not isinstance(last_id, int):
+            if (not isinstance(last_id, int) or isinstance(last_id, bool)
+                    or not 0 <= last_id < 2**63):  # a database integer
                 raise ApiError(422, "invalid_cursor", "cursor is not one this API returned")
             query = query.where(AuditEntry.id < last_id)
         with self.sessions() as session:

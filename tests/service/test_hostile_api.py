@@ -16,7 +16,7 @@ import pytest
 from service import webhooks
 from service.clips import clip_length
 from service.errors import ApiError
-from service.scans import check_clip_range
+from service.scans import check_clip_range, encode_cursor
 
 from .conftest import Api, Receiver, fake_report, unique_copy
 
@@ -189,3 +189,22 @@ def test_webhook_redirects_are_not_followed(receiver: Receiver) -> None:
     assert not webhooks.deliver(receiver.url, b"{}", "secret", allow_private=True,
                                 max_attempts=1, backoff=0, timeout=5, record=attempts.append)
     assert attempts[0].status_code == 307 and len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize("params", [
+    {"created_after": "0001-01-01T00:00:00+05:00"},  # was 500 (OverflowError)
+    {"created_before": "9999-12-31T23:59:59-05:00"},
+    {"cursor": encode_cursor("0001-01-01T00:30:00+01:00", "x")},
+    {"cursor": encode_cursor("9999-12-31T23:30:00-01:00", "x")},
+])
+def test_dates_at_the_ends_of_the_calendar_are_422(api: Api, params: dict[str, str]) -> None:
+    response = api.client.get("/v1/scans", headers=api.auth("reviewer"), params=params)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] in ("invalid_request", "invalid_cursor")
+
+
+@pytest.mark.parametrize("last_id", [10**30, -1, True])
+def test_audit_cursors_outside_database_integers_are_422(api: Api, last_id: Any) -> None:
+    response = api.client.get("/v1/audit", headers=api.auth("reviewer"),
+                              params={"cursor": encode_cursor(last_id)})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_cursor"
