@@ -208,3 +208,19 @@ def test_audit_cursors_outside_database_integers_are_422(api: Api, last_id: Any)
     response = api.client.get("/v1/audit", headers=api.auth("reviewer"),
                               params={"cursor": encode_cursor(last_id)})
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_api_responses_are_not_cached_or_sniffed(api: Api, benign_street_video: Path,
+                                                  tmp_path: Path) -> None:
+    scan_id = api.upload(unique_copy(benign_street_video, tmp_path)).json()["id"]
+    api.service.finish(scan_id, {"report": fake_report(0.9)})
+    reviewer = api.auth("reviewer")
+    for response in (api.client.get(f"/v1/scans/{scan_id}", headers=reviewer),
+                     api.client.get(f"/v1/scans/{scan_id}/report", headers=reviewer),
+                     api.client.get(f"/v1/scans/{scan_id}/clip?start=0&end=1", headers=reviewer),
+                     api.client.get("/v1/scans"),  # 401
+                     api.client.get("/v1/nothing"),  # 404
+                     api.client.get("/v1/scans?x=%00"),  # refused before routing
+                     api.client.get("/openapi.json")):
+        assert response.headers.get("cache-control") == "no-store", response.url
+        assert response.headers.get("x-content-type-options") == "nosniff", response.url
