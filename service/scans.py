@@ -373,6 +373,9 @@ class ScanService:
                     & (Scan.idempotency_key == idempotency_key)))).first()
             if found is None:
                 raise
+            if found.idempotency_key == idempotency_key and found.sha256 != sha256:
+                raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used "
+                               "for another video; use a new key for a new video") from None
             return found, False
         earlier = self._earlier_report(sha256)
         if earlier is not None:  # the same video with the same settings was scanned already
