@@ -42,7 +42,7 @@ def server(tmp_path: Path) -> Iterator[tuple[int, str]]:
     while not instance.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    key = app.state.service.create_key(None, KeyIn(role="uploader")).key
+    key = app.state.service.create_key(None, KeyIn(role="uploader", name="slow clients")).key
     try:
         yield port, key
     finally:
