@@ -224,3 +224,12 @@ def test_api_responses_are_not_cached_or_sniffed(api: Api, benign_street_video: 
                      api.client.get("/openapi.json")):
         assert response.headers.get("cache-control") == "no-store", response.url
         assert response.headers.get("x-content-type-options") == "nosniff", response.url
+
+
+def test_cut_clip_refuses_a_range_that_would_round_to_nothing(benign_street_video: Path
+                                                               ) -> None:
+    from service.clips import cut_clip
+
+    for start, end in ((1.0, 1.0001), (1.0, 1.0), (-1.0, 2.0), (0.0, float("nan"))):
+        with pytest.raises(ValueError, match="at least"):
+            cut_clip(benign_street_video, start, end)  # was `-t 0.000`: the rest of the video
