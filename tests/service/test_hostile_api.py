@@ -16,6 +16,7 @@ import pytest
 from service import webhooks
 from service.clips import clip_length
 from service.errors import ApiError
+from service.jsonlimits import nesting_depth
 from service.scans import check_clip_range, encode_cursor
 
 from .conftest import Api, Receiver, fake_report, unique_copy
@@ -233,3 +234,13 @@ def test_cut_clip_refuses_a_range_that_would_round_to_nothing(benign_street_vide
     for start, end in ((1.0, 1.0001), (1.0, 1.0), (-1.0, 2.0), (0.0, float("nan"))):
         with pytest.raises(ValueError, match="at least"):
             cut_clip(benign_street_video, start, end)  # was `-t 0.000`: the rest of the video
+
+
+@pytest.mark.parametrize(("text", "depth"), [
+    ("{}", 1), ("[[[]]]", 3), ('{"a": [1, {"b": []}]}', 4), ('"[[[["', 0),
+    ('{"a": "x\\\\"}', 1), ('{"a": "\\\\"[["}', 3), ('{"a": "\\"[["}', 1),
+    ('["unterminated [[[', 1), ("", 0),
+    ("42", 0), ("[" * 40_000, 40_000), ("]]][[", 0),
+])
+def test_nesting_depth_ignores_brackets_inside_strings(text: str, depth: int) -> None:
+    assert nesting_depth(text) == depth
