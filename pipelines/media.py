@@ -296,11 +296,16 @@ def sample_frames(
         lead = min(first, int(math.ceil(CHUNK_LEAD_S * fps)))
         seek_args = ["-ss", f"{(first - lead) / fps:.6f}"]
         sampler = f"fps={fps:g}:start_time={lead / fps:.6f}"
+    frame_cap: list[str] = []
+    if first == 0 and info.duration * fps < 1:
+        # Shorter than one sampling interval (a 0.3 s clip at 1 fps): the fps filter rounds
+        # it to no frame at all, so take the first frame as the one sample.
+        sampler, frame_cap, stop = "null", ["-frames:v", "1"], min(stop, 1)
     args = [
         _ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *SAFE_INPUT,
         *seek_args, "-i", _input_url(Path(info.path)), "-map", "0:v:0", "-an", "-sn", "-dn",
         "-vf", f"{sampler},scale={width}:{height}:flags=area", "-fps_mode", "passthrough",
-        "-pix_fmt", "bgr24", "-f", "rawvideo", "pipe:1",
+        *frame_cap, "-pix_fmt", "bgr24", "-f", "rawvideo", "pipe:1",
     ]
     frame_bytes = width * height * 3
     # Frames this call should yield (the fps filter emits frames for the whole duration).

@@ -5,7 +5,6 @@ docs/openapi.json. `create_app` builds the app; `incitescan serve` runs it with 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -23,7 +22,9 @@ from pipelines.report import scanner_version
 from . import schemas
 from .auth import Principal
 from .errors import ApiError, install_handlers, validation_error
+from .jsonlimits import JsonRefused, loads_bounded
 from .scans import ScanService
+from .schemas import MAX_METADATA_BYTES
 from .settings import ServiceSettings
 from .uploads import MAX_FIELD_BYTES, receive_multipart
 
@@ -31,7 +32,8 @@ bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: B
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": schemas.ErrorResponse} for status in statuses}
+    # 429: every route takes a key, and an address sending wrong keys is locked out.
+    return {status: {"model": schemas.ErrorResponse} for status in (*statuses, 429)}
 
 
 COMMON_ERRORS = _errors(401, 403, 422)
@@ -66,7 +68,9 @@ def require(*permissions: str) -> Callable[..., Principal]:
         if credentials is None:
             raise ApiError(401, "unauthorized", "send an API key as `Authorization: Bearer KEY`",
                            headers=challenge)
-        principal = service_of(request).authenticate(credentials.credentials)
+        address = request.client.host if request.client else ""
+        principal = service_of(request).authenticate_from(credentials.credentials, address,
+                                                          "api")
         if principal is None:
             raise ApiError(401, "invalid_key", "the API key is unknown, revoked or malformed",
                            headers=challenge)
@@ -93,13 +97,22 @@ async def _read_small_body(request: Request, limit: int = MAX_FIELD_BYTES) -> by
     return bytes(body)
 
 
+def check_same_content(first_sha256: str, sha256: str) -> None:
+    """A 409 ApiError when a reused Idempotency-Key comes with other content than the first
+    time (the first scan used to be returned, as if this video had been scanned)."""
+    if first_sha256 != sha256:
+        raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used for "
+                       "another video; use a new key for a new video")
+
+
 def _form_fields(fields: dict[str, str]) -> schemas.ScanOptionsIn:
     data: dict[str, Any] = dict(fields)
     if "metadata" in data:
-        try:
-            data["metadata"] = json.loads(data["metadata"])
-        except ValueError:
-            raise ApiError(422, "invalid_request", "metadata must be a JSON object") from None
+        try:  # bounded before parsing: a deeply nested value used to raise RecursionError
+            data["metadata"] = loads_bounded(data["metadata"], max_bytes=MAX_METADATA_BYTES)
+        except JsonRefused as exc:
+            raise ApiError(422, "invalid_request", f"metadata must be a JSON object: it {exc}"
+                           ) from None
     try:
         return schemas.ScanOptionsIn.model_validate(data)
     except ValidationError as exc:
@@ -131,7 +144,7 @@ def create_app(settings: ServiceSettings | None = None, *,
               responses={200: {"model": schemas.Scan,
                                "description": "the same video or Idempotency-Key was submitted "
                                               "before: that scan"},
-                         **_errors(401, 403, 413, 415, 422)},
+                         **_errors(401, 403, 409, 413, 415, 422)},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "multipart/form-data": {"schema": UPLOAD_FORM},
                   "application/json": {"schema": schemas.ScanReference.model_json_schema()},
@@ -144,31 +157,35 @@ def create_app(settings: ServiceSettings | None = None, *,
         if idempotency_key is not None:
             existing = await run_in_threadpool(scans.by_idempotency_key, principal,
                                                idempotency_key)
-        if existing is None:
-            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if kind == "multipart/form-data":
-                staged = await receive_multipart(request, scans.storage_root / ".incoming",
-                                                 scans.settings.max_upload_bytes)
-                try:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "multipart/form-data":
+            staged = await receive_multipart(request, scans.storage_root / ".incoming",
+                                             scans.settings.max_upload_bytes)
+            try:  # every way out, errors of any kind included, removes the staged file
+                if existing is not None:  # a retry must send the same video
+                    check_same_content(existing.sha256, staged.sha256)
+                    row, created = existing, False
+                else:
                     fields = _form_fields(staged.fields)
-                except ApiError:
-                    staged.discard()
-                    raise
-                row, created = await run_in_threadpool(scans.submit_upload, principal, staged,
-                                                       fields, idempotency_key)
-            elif kind == "application/json":
-                try:
-                    reference = schemas.ScanReference.model_validate_json(
-                        await _read_small_body(request))
-                except ValidationError as exc:
-                    raise validation_error(exc.errors(), "body") from None
+                    row, created = await run_in_threadpool(scans.submit_upload, principal,
+                                                           staged, fields, idempotency_key)
+            finally:
+                staged.discard()
+        elif kind == "application/json":
+            try:
+                reference = schemas.ScanReference.model_validate_json(
+                    await _read_small_body(request))
+            except ValidationError as exc:
+                raise validation_error(exc.errors(), "body") from None
+            if existing is not None:
+                check_same_content(existing.sha256, reference.storage_key)
+                row, created = existing, False
+            else:
                 row, created = await run_in_threadpool(scans.submit_reference, principal,
                                                        reference, idempotency_key)
-            else:
-                raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a "
-                               "`file` part, or JSON with a `storage_key`")
         else:
-            row, created = existing, False
+            raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a "
+                           "`file` part, or JSON with a `storage_key`")
         view = await run_in_threadpool(scans.get_scan, principal, row.id)
         return JSONResponse(view.model_dump(mode="json"), 202 if created else 200,
                             headers={"Location": f"/v1/scans/{row.id}"})

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
@@ -68,6 +69,21 @@ def _early_answer(name: str):  # type: ignore[no-untyped-def]
     return say
 
 
+def _printable(value: Any) -> Any:
+    """`value` (text, or JSON-like data holding it) with undecodable bytes of file names
+    (surrogate escapes) shown as U+FFFD, so printing and writing UTF-8 never fail."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """Scan each file in-process; print a summary per file and optionally write JSON reports."""
     from pipelines.report import summary, to_dict, write_json
@@ -84,7 +100,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     reports, worst = [], EXIT_OK
     for index, name in enumerate(args.paths):
         path = Path(name)
-        evidence = Path(args.evidence_dir) / f"{index:03d}_{path.stem[:60]}" \
+        evidence = Path(args.evidence_dir) / f"{index:03d}_{_printable(path.stem)[:60]}" \
             if args.evidence_dir else None
         try:
             with _bars(args.quiet) as bars:
@@ -92,15 +108,21 @@ def cmd_scan(args: argparse.Namespace) -> int:
                               progress=_stage_progress(bars, path.name[:30]), bank=bank,
                               on_known_match=_early_answer(path.name))
         except ScanError as exc:
-            err.print(f"incitescan: {exc.message}", markup=False, highlight=False)
+            err.print(f"incitescan: {_printable(exc.message)}", markup=False, highlight=False)
             worst = max(worst, exc.exit_code)
             continue
-        report = to_dict(result)
+        report = _printable(to_dict(result))  # a non-UTF-8 file name is shown with U+FFFD
         reports.append(report)
         out.print(summary(report), markup=False, highlight=False)
     if args.json:
         target = Path(args.json)
-        # One path: its report. Several: a list of the reports of those that could be scanned.
+        if worst != EXIT_OK:  # never replace a good report with a partial or empty one
+            failed = len(args.paths) - len(reports)
+            err.print(f"incitescan: no report written to {_printable(str(target))}: {failed} "
+                      f"of {len(args.paths)} file(s) could not be scanned", markup=False,
+                      highlight=False)
+            return worst
+        # One path: its report. Several: a list of their reports. Written whole or not at all.
         try:
             write_json(reports[0] if len(args.paths) == 1 and reports else reports, target)
         except OSError as exc:  # disk full, read-only, no permission

@@ -72,9 +72,37 @@ class RefuseNul:
         await self.app(scope, receive, send)
 
 
+API_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+
+
+class ApiHeaders:
+    """ASGI middleware: every response says `Cache-Control: no-store` (reports and clips are
+    not for shared caches) and `X-Content-Type-Options: nosniff`, unless it set its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in API_HEADERS if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def install_handlers(app: FastAPI) -> None:
-    """Answer every error of `app` as JSON with a stable code."""
+    """Answer every error of `app` as JSON with a stable code; every response gets the
+    `API_HEADERS`."""
     app.add_middleware(RefuseNul)
+    app.add_middleware(ApiHeaders)  # outermost: the NUL refusals get the headers too
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

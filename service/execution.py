@@ -34,6 +34,7 @@ from pipelines.scan import ScanModels, ScanOptions, load_models, scan
 from pipelines.types import KnownMatch
 
 from .bank import DatabaseBank
+from .children import die_with_parent
 from .db import make_engine
 from .models import Scan, utcnow
 
@@ -213,8 +214,11 @@ class LocalExecutor:
             self._cond.notify_all()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        # spawn: the API process has threads, which fork would copy in an unknown state.
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        # spawn: the API process has threads, which fork would copy in an unknown state. The
+        # processes die with this one (a pool process is ~1.4 GB; see service.children).
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=die_with_parent,
+                                   initargs=(os.getpid(), str(self.storage_root)))
 
     def _dispatch(self) -> None:
         while True:

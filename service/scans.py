@@ -12,13 +12,15 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
+import secrets
 import shutil
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,8 @@ from worker.storage import Storage, open_storage
 from . import schemas
 from .auth import Principal, authenticate, create_key
 from .bank import DatabaseBank, store_video, with_known_matches
-from .clips import cut_clip
+from .children import end_stale_children
+from .clips import MIN_CLIP_S, cut_clip
 from .db import make_engine, migrate, session_factory
 from .errors import ApiError
 from .execution import Executor, LocalExecutor, Outcome, ScanJob
@@ -49,10 +52,12 @@ from .models import (
     Report,
     Scan,
     Segment,
+    UiSession,
     WebhookDelivery,
     utcnow,
 )
 from .settings import ServiceSettings
+from .throttle import AuthThrottle
 from .uploads import StagedUpload
 from .webhooks import Attempt, CallbackRefused, check_callback_url, deliver
 
@@ -82,6 +87,35 @@ def decode_cursor(cursor: str, count: int) -> list[Any]:
     raise ApiError(422, "invalid_cursor", "cursor is not one this API returned")
 
 
+def check_clip_range(start: float, end: float, duration: float | None, max_seconds: float
+                     ) -> tuple[float, float]:
+    """The clip range `[start, end)` to cut, checked before any command is built: finite,
+    start >= 0, at most `max_seconds` long, inside the video (an end past it is cut back to
+    the end) and then at least MIN_CLIP_S long; a 422 ApiError otherwise."""
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+        raise ApiError(422, "invalid_range", "start must be >= 0 and end after start")
+    if end - start > max_seconds:
+        raise ApiError(422, "clip_too_long", f"clips are at most {max_seconds:g} s long")
+    if duration is not None:
+        if start >= duration:
+            raise ApiError(422, "invalid_range", f"start is past the end of the video "
+                           f"({duration:g} s)")
+        end = min(end, duration)
+    if end - start < MIN_CLIP_S:
+        raise ApiError(422, "invalid_range", f"clips are at least {MIN_CLIP_S:g} s long")
+    return start, end
+
+
+def as_utc(value: datetime, name: str) -> datetime:
+    """`value` (timezone-aware) in UTC, or a 422 ApiError when that falls outside the calendar
+    (year 1 with a positive offset, year 9999 with a negative one)."""
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(422, "invalid_request", f"{name} is outside the dates this API "
+                       "handles (years 1-9999 in UTC)") from None
+
+
 def _not_found(what: str = "scan") -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
@@ -101,6 +135,8 @@ class ScanService:
         self.executor = executor or self._default_executor()
         self._webhooks = ThreadPoolExecutor(4, thread_name_prefix="webhook")
         self._stopping = threading.Event()
+        self.throttle = AuthThrottle(settings.auth_max_failures, settings.auth_failure_window_s,
+                                     settings.auth_lockout_s)
 
     def _default_executor(self) -> Executor:
         if self.settings.broker_url:
@@ -122,6 +158,9 @@ class ScanService:
         migrate(self.engine)
         self.storage_root.mkdir(parents=True, exist_ok=True)
         self._sweep_staging()
+        end_stale_children(self.storage_root)  # pool processes of a server killed before
+        threading.Thread(target=self._sweep_periodically, name="staging-sweep",
+                         daemon=True).start()
         with self.sessions() as session:
             open_scans = session.scalars(select(Scan).where(Scan.status.in_(
                 ("queued", "running"))).order_by(Scan.created_at)).all()
@@ -138,16 +177,32 @@ class ScanService:
         for scan_id in undelivered:
             self._webhooks.submit(self._deliver_webhook, scan_id)
 
-    def _sweep_staging(self, older_than_s: float = 3600.0) -> None:
-        """Remove uploads a crash left half-received in the staging folder."""
-        staging = self.storage_root / ".incoming"
-        if not staging.is_dir():
-            return
-        cutoff = time.time() - older_than_s
-        for folder in staging.glob(".upload-*"):
+    def _sweep_staging(self) -> int:
+        """Remove staged uploads and partial storage writes older than `staging_max_age_s`
+        (left by a crash, or by a failure path that missed them); returns how many."""
+        cutoff = time.time() - self.settings.staging_max_age_s
+        stale = [*(self.storage_root / ".incoming").glob(".upload-*"),
+                 *self.storage_root.glob(".put-*")]
+        removed = 0
+        for path in stale:
             with contextlib.suppress(OSError):
-                if folder.stat().st_mtime < cutoff:
-                    shutil.rmtree(folder)
+                if path.lstat().st_mtime < cutoff:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                    removed += 1
+        if removed:
+            log.warning("removed %d stale staged upload(s) from %s", removed, self.storage_root)
+        return removed
+
+    def _sweep_periodically(self) -> None:
+        interval = min(600.0, max(0.5, self.settings.staging_max_age_s / 6))
+        while not self._stopping.wait(interval):
+            try:
+                self._sweep_staging()
+            except Exception:  # noqa: BLE001 - the sweep must never stop
+                log.exception("sweeping the staging folder failed")
 
     def close(self) -> None:
         """Stop the executor and webhook deliveries; release database connections."""
@@ -162,6 +217,67 @@ class ScanService:
         """The caller holding API key `key`, or None."""
         with self.sessions() as session:
             return authenticate(session, key)
+
+    def check_throttle(self, address: str) -> None:
+        """A 429 ApiError while `address` is locked out for sending wrong keys."""
+        wait = self.throttle.retry_after(address)
+        if wait > 0:
+            raise ApiError(429, "too_many_attempts", f"too many wrong API keys from your "
+                           f"address; try again in {wait:.0f} s",
+                           headers={"Retry-After": str(max(1, round(wait)))})
+
+    def authenticate_from(self, key: str, address: str, via: str) -> Principal | None:
+        """`authenticate(key)` for a client at `address`, rate limited: a locked-out address
+        gets a 429 ApiError without the key being checked; a wrong key is counted and audited
+        (`auth.failure`), and the one that locks the address out too (`auth.lockout`)."""
+        self.check_throttle(address)
+        principal = self.authenticate(key)
+        if principal is None:
+            locked = self.throttle.failed(address)
+            prefix = key.split("_")[1][:16] if key.count("_") >= 2 else ""
+            with self.sessions.begin() as session:
+                session.add(AuditEntry(actor="anonymous", action="auth.failure",
+                                       target=f"client:{address}"[:200],
+                                       details={"via": via, "prefix": prefix}))
+                if locked:
+                    session.add(AuditEntry(actor=SYSTEM, action="auth.lockout",
+                                           target=f"client:{address}"[:200],
+                                           details={"via": via,
+                                                    "failures": self.throttle.max_failures,
+                                                    "seconds": self.throttle.lockout_s}))
+            if locked:
+                log.warning("locked out %s for %.0f s after %d wrong API keys", address,
+                            self.throttle.lockout_s, self.throttle.max_failures)
+        return principal
+
+    # --------------------------------------------------------------------- UI sessions
+
+    @staticmethod
+    def _session_hash(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode()).hexdigest()
+
+    def open_ui_session(self, principal: Principal, seconds: float) -> str:
+        """A new server-side UI session of `principal`; returns its id (for the cookie)."""
+        session_id = secrets.token_urlsafe(32)
+        now = utcnow()
+        with self.sessions.begin() as session:
+            session.add(UiSession(id=self._session_hash(session_id), key_id=principal.key_id,
+                                  created_at=now, expires_at=now + timedelta(seconds=seconds)))
+        return session_id
+
+    def ui_session_open(self, session_id: str, key_id: str) -> bool:
+        """Whether UI session `session_id` of key `key_id` exists, unexpired and not ended."""
+        with self.sessions() as session:
+            row = session.get(UiSession, self._session_hash(session_id))
+        return (row is not None and row.key_id == key_id and row.revoked_at is None
+                and row.expires_at > utcnow())
+
+    def close_ui_session(self, session_id: str) -> None:
+        """End UI session `session_id` (logout): its cookie stops working at once."""
+        with self.sessions.begin() as session:
+            row = session.get(UiSession, self._session_hash(session_id))
+            if row is not None and row.revoked_at is None:
+                row.revoked_at = utcnow()
 
     # ----------------------------------------------------------------------- submitting
 
@@ -185,14 +301,25 @@ class ScanService:
 
     def submit_reference(self, principal: Principal, reference: schemas.ScanReference,
                          idempotency_key: str | None) -> tuple[Scan, bool]:
-        """Accept a video already in the media storage, by its key."""
-        if not self.storage.exists(reference.storage_key):
+        """Accept a video already in the media storage, by its key. Keys are scoped to their
+        owner: only a key that uploaded this content before may name it (a sha256 is no secret:
+        anyone who knows a video's hash must not get its report or clips)."""
+        if not (self.owns_media(principal, reference.storage_key)
+                and self.storage.exists(reference.storage_key)):
+            # The same answer whether the object is missing or someone else's: no oracle.
             raise ApiError(422, "storage_key_not_found",
-                           "no object with that storage_key in the media storage")
+                           "no object with that storage_key among the videos you uploaded")
         return self._submit(principal, sha256=reference.storage_key,
                             media=self.storage.local_path(reference.storage_key),
                             filename=reference.filename or "", fields=reference,
                             idempotency_key=idempotency_key, staged=None)
+
+    def owns_media(self, principal: Principal, sha256: str) -> bool:
+        """Whether `principal` uploaded the content `sha256` (has a scan of it)."""
+        with self.sessions() as session:
+            return session.scalars(select(Scan.id).where(
+                Scan.sha256 == sha256, Scan.uploader_key_id == principal.key_id).limit(1)
+            ).first() is not None
 
     def _check_callback(self, url: str | None) -> str | None:
         if url is None:
@@ -246,6 +373,9 @@ class ScanService:
                     & (Scan.idempotency_key == idempotency_key)))).first()
             if found is None:
                 raise
+            if found.idempotency_key == idempotency_key and found.sha256 != sha256:
+                raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used "
+                               "for another video; use a new key for a new video") from None
             return found, False
         earlier = self._earlier_report(sha256)
         if earlier is not None:  # the same video with the same settings was scanned already
@@ -477,9 +607,9 @@ class ScanService:
         if max_score is not None:
             query = query.where(Scan.risk_score <= max_score)
         if created_after is not None:
-            query = query.where(Scan.created_at >= created_after)
+            query = query.where(Scan.created_at >= as_utc(created_after, "created_after"))
         if created_before is not None:
-            query = query.where(Scan.created_at < created_before)
+            query = query.where(Scan.created_at < as_utc(created_before, "created_before"))
         if external_id is not None:
             query = query.where(Scan.external_id == external_id)
         if cursor is not None:
@@ -491,6 +621,11 @@ class ScanService:
                                ) from None
             if when.tzinfo is None:
                 raise ApiError(422, "invalid_cursor", "cursor is not one this API returned")
+            try:
+                when = when.astimezone(UTC)
+            except (OverflowError, ValueError):
+                raise ApiError(422, "invalid_cursor", "cursor is not one this API returned"
+                               ) from None
             query = query.where(or_(Scan.created_at < when,
                                     (Scan.created_at == when) & (Scan.id < str(last_id))))
         query = query.order_by(Scan.created_at.desc(), Scan.id.desc()).limit(limit + 1)
@@ -526,31 +661,30 @@ class ScanService:
         for item in report.get("evidence", []):
             if item.get("frame_index") == frame_index:
                 path = (self.storage_root / str(item["path"])).resolve()
-                if path.is_relative_to(self.storage_root.resolve()) and path.is_file():
+                # Evidence images only: never a stored video or another folder of the store.
+                if path.is_relative_to(self.evidence_root()) and path.is_file():
                     return path
                 raise ApiError(404, "evidence_missing", "the evidence image is no longer stored")
         raise ApiError(404, "not_found", "no evidence image for that frame; see the report's "
                                          "`evidence` list for the frames that have one")
+
+    def evidence_root(self) -> Path:
+        """The folder every evidence image lives under."""
+        return (self.storage_root / "evidence").resolve()
 
     def clip(self, principal: Principal, scan_id: str, start: float, end: float) -> Path:
         """A short MP4 of `[start, end)` seconds of the scanned video (a temporary file)."""
         with self.sessions.begin() as session:
             row = self._visible(session, principal, scan_id)
             self._audit_view(session, principal, "clip.view", f"scan:{scan_id}")
-        if end <= start:
-            raise ApiError(422, "invalid_range", "end must be after start")
-        if end - start > self.settings.clip_max_seconds:
-            raise ApiError(422, "clip_too_long", f"clips are at most "
-                           f"{self.settings.clip_max_seconds:g} s long")
-        if row.duration is not None and start >= row.duration:
-            raise ApiError(422, "invalid_range", f"start is past the end of the video "
-                           f"({row.duration:g} s)")
+        start, end = check_clip_range(start, end, row.duration,
+                                      self.settings.clip_max_seconds)
         try:
             source = self.storage.local_path(row.sha256)
         except FileNotFoundError:
             raise ApiError(404, "media_missing", "the video is no longer stored") from None
         try:
-            return cut_clip(source, start, end)
+            return cut_clip(source, start, end, max_seconds=self.settings.clip_max_seconds)
         except InvalidMedia as exc:
             raise ApiError(422, "clip_failed", exc.message) from None
 
@@ -613,7 +747,8 @@ class ScanService:
             query = query.where(AuditEntry.target == target)
         if cursor is not None:
             (last_id,) = decode_cursor(cursor, 1)
-            if not isinstance(last_id, int):
+            if (not isinstance(last_id, int) or isinstance(last_id, bool)
+                    or not 0 <= last_id < 2**63):  # a database integer
                 raise ApiError(422, "invalid_cursor", "cursor is not one this API returned")
             query = query.where(AuditEntry.id < last_id)
         with self.sessions() as session:

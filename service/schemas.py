@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .jsonlimits import MAX_DEPTH, value_depth
+
 Priority = Literal["high", "normal", "low"]
 Action = Literal["remove", "restrict", "allow", "escalate"]
 Role = Literal["uploader", "reviewer", "admin"]
@@ -69,6 +71,8 @@ class ScanOptionsIn(Input):
     @field_validator("metadata")
     @classmethod
     def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value_depth(value) > MAX_DEPTH:
+            raise ValueError(f"metadata nests deeper than {MAX_DEPTH} levels")
         if len(json.dumps(value)) > MAX_METADATA_BYTES:
             raise ValueError(f"metadata is over {MAX_METADATA_BYTES} bytes as JSON")
         return value

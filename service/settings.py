@@ -40,6 +40,23 @@ class ServiceSettings(BaseSettings):
     decode_memory_bytes: int = Field(default=_LIMITS.decode_memory_bytes, ge=1024**3)
     decode_stall_s: float = Field(default=_LIMITS.decode_stall_s, gt=0)
     clip_max_seconds: float = Field(default=30.0, gt=0)
+    # Staged uploads (and partial writes to the store) older than this are swept (seconds).
+    staging_max_age_s: float = Field(default=3600.0, gt=0)
+
+    # Connections (`incitescan serve`): seconds for a request line and headers, the longest
+    # pause inside a request body, idle seconds between requests, open connections per client
+    # address (0: no cap; set 0 behind a reverse proxy) and in all.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_idle_timeout_s: float = Field(default=30.0, gt=0)
+    keep_alive_s: float = Field(default=5.0, gt=0)
+    max_connections_per_client: int = Field(default=16, ge=0)
+    max_connections: int = Field(default=1000, ge=1)
+
+    # Wrong API keys (API or UI login) one client address may send within the window before
+    # it is locked out for `auth_lockout_s` seconds.
+    auth_max_failures: int = Field(default=10, ge=1)
+    auth_failure_window_s: float = Field(default=300.0, gt=0)
+    auth_lockout_s: float = Field(default=900.0, gt=0)
 
     webhook_secret: SecretStr | None = None  # None: callback_url is refused
     # Signs reviewer UI session cookies; None: a random one per process (sessions end on restart

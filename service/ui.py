@@ -1,11 +1,13 @@
 """The reviewer web UI: server-rendered pages (Jinja2) with a little vanilla JS, served from the
 scan service under /ui. A reviewer logs in with their API key; the service answers with a
-signed, HttpOnly, SameSite=Strict session cookie naming the key (never holding it), checked
-against the database on every request so a revoked key is logged out at once. Every POST form
-carries a CSRF token derived from the session. Pages: the review queue sorted by risk, and a scan
-page (video with a timeline of flagged segments, evidence thumbnails, highlighted transcript,
-score breakdown and the decision form). Decisions go through `ScanService.decide`, so they land
-in the audit log like API decisions; page views are audited too."""
+signed, HttpOnly, SameSite=Strict session cookie naming the key (never holding it) and a
+server-side session, both checked against the database on every request, so a revoked key or
+a logout ends the session at once; wrong keys at the login form are rate limited like the
+API's. Every POST form carries a CSRF token derived from the session. Pages: the review queue
+sorted by risk, and a scan page (video with a timeline of flagged segments, evidence
+thumbnails, highlighted transcript, score breakdown and the decision form). Decisions go through
+`ScanService.decide`, so they land in the audit log like API decisions; page views are audited
+too."""
 
 from __future__ import annotations
 
@@ -83,9 +85,9 @@ class SessionSigner:
     def _mac(self, message: str) -> str:
         return _b64(hmac.new(self.secret, message.encode(), hashlib.sha256).digest())
 
-    def dump(self, key_id: str) -> str:
-        """A cookie value for a new session of key `key_id`."""
-        payload = _b64(json.dumps({"k": key_id, "n": secrets.token_hex(16),
+    def dump(self, key_id: str, session_id: str = "") -> str:
+        """A cookie value for server-side session `session_id` of key `key_id`."""
+        payload = _b64(json.dumps({"k": key_id, "s": session_id, "n": secrets.token_hex(16),
                                    "e": int(time.time()) + SESSION_SECONDS}).encode())
         return f"{payload}.{self._mac(payload)}"
 
@@ -125,15 +127,24 @@ def _principal_of_key_id(service: ScanService, key_id: str) -> Principal | None:
     return Principal(key_id=row.id, role=row.role, name=row.name)
 
 
-def _current(request: Request) -> tuple[Principal, str]:
-    """The logged-in reviewer and the session's CSRF token; LoginRequired without one."""
+def _session(request: Request) -> tuple[Principal, dict[str, Any]]:
+    """The logged-in reviewer and their session (cookie checked, then the server-side row:
+    a session ended by logout is gone though its cookie is still well signed)."""
     value = request.cookies.get(SESSION_COOKIE)
     session = _signer(request).load(value) if value else None
-    if session is None:
+    if session is None or not isinstance(session.get("s"), str) or not session["s"]:
         raise LoginRequired
-    principal = _principal_of_key_id(_service(request), str(session.get("k", "")))
-    if principal is None:
+    key_id = str(session.get("k", ""))
+    service = _service(request)
+    principal = _principal_of_key_id(service, key_id)
+    if principal is None or not service.ui_session_open(session["s"], key_id):
         raise LoginRequired
+    return principal, session
+
+
+def _current(request: Request) -> tuple[Principal, str]:
+    """The logged-in reviewer and the session's CSRF token; LoginRequired without one."""
+    principal, session = _session(request)
     return principal, _signer(request).csrf_token(session)
 
 
@@ -309,7 +320,7 @@ def evidence_frame(service: ScanService, principal: Principal, scan_id: str,
         service._visible(session, principal, scan_id)
         report = session.get(Report, scan_id)
         body = report.body if report else {}
-    root = service.storage_root.resolve()
+    root = service.evidence_root()
     for item in body.get("evidence", []):
         if item.get("frame_index") == frame_index:
             path = (root / str(item["path"])).resolve()
@@ -372,7 +383,9 @@ def login(request: Request, api_key: Annotated[str, Form(max_length=200)] = "",
           next: Annotated[str, Form(max_length=2000)] = "/ui/") -> Response:
     _check_csrf(request, request.cookies.get(LOGIN_CSRF_COOKIE, ""), csrf)
     service = _service(request)
-    principal = service.authenticate(api_key.strip())
+    address = request.client.host if request.client else ""
+    # Rate limited like API keys: a locked-out address gets 429 (an error page).
+    principal = service.authenticate_from(api_key.strip(), address, "ui")
     error = None
     status = 401
     if principal is None:
@@ -386,7 +399,8 @@ def login(request: Request, api_key: Annotated[str, Form(max_length=200)] = "",
     assert principal is not None
     _audit(service, principal, "ui.login", f"key:{principal.key_id}")
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, _signer(request).dump(principal.key_id),
+    session_id = service.open_ui_session(principal, SESSION_SECONDS)
+    response.set_cookie(SESSION_COOKIE, _signer(request).dump(principal.key_id, session_id),
                         max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/ui")
@@ -395,9 +409,11 @@ def login(request: Request, api_key: Annotated[str, Form(max_length=200)] = "",
 
 @router.post("/logout")
 def logout(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
-    principal, token = _current(request)
-    _check_csrf(request, token, csrf)
-    _audit(_service(request), principal, "ui.logout", f"key:{principal.key_id}")
+    principal, session = _session(request)
+    _check_csrf(request, _signer(request).csrf_token(session), csrf)
+    _service(request).close_ui_session(session["s"])  # the cookie stops working everywhere
+    _audit(_service(request), principal, "ui.logout", f"key:{principal.key_id}",
+           session_ended=True)
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

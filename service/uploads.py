@@ -171,16 +171,11 @@ async def receive_multipart(request: Request, staging: Path, max_bytes: int) -> 
             parser.write(chunk)
         parser.finalize()
         return receiver.finish()
-    except ApiError:
+    except BaseException as exc:  # cancelled or disconnected too: nothing stays staged
         receiver.close()
         if receiver.upload is not None:
             receiver.upload.discard()
-        raise
-    except Exception as exc:
-        receiver.close()
-        if receiver.upload is not None:
-            receiver.upload.discard()
-        if type(exc).__module__.startswith("python_multipart"):
+        if not isinstance(exc, ApiError) and type(exc).__module__.startswith("python_multipart"):
             raise ApiError(422, "invalid_request", f"malformed multipart body: {exc}") from None
         raise
 

@@ -144,3 +144,16 @@ def test_names_that_look_like_options_or_urls_are_plain_files(tmp_path: Path,
     info = probe(odd)
     assert info.sha256 == probe(threat_knife_video).sha256
     assert json.dumps(info.path)  # stays a plain string
+
+
+@pytest.mark.parametrize(("seconds", "fps"), [(0.1, 1.0), (0.4, 1.0), (0.3, 2.0)])
+def test_a_video_shorter_than_one_sample_interval_gives_its_first_frame(
+        tmp_path: Path, seconds: float, fps: float) -> None:
+    import subprocess
+
+    video = tmp_path / "short.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=c=red:size=64x48:rate=25",
+                    "-t", str(seconds), "-pix_fmt", "yuv420p", str(video)], check=True)
+    frames = list(sample_frames(probe(video), fps))  # the fps filter used to give none
+    assert [f.index for f in frames] == [0] and frames[0].t == 0.0
+    assert frames[0].image[..., 2].mean() > 200  # red (BGR)

@@ -106,7 +106,9 @@ def start_api(database_url: str, storage: Path, **overrides: Any) -> Iterator[Ap
     values: dict[str, Any] = {
         "database_url": database_url, "storage": storage, "local_workers": 0,
         "webhook_secret": WEBHOOK_SECRET, "webhook_allow_private": True,
-        "webhook_backoff": 0.05, "speech_model": "tiny.en", **overrides}
+        "webhook_backoff": 0.05, "speech_model": "tiny.en",
+        # Tests send many wrong keys from one address; test_sessions.py tests the lock-out.
+        "auth_max_failures": 100_000, **overrides}
     app = create_app(ServiceSettings(**values))
     with TestClient(app) as client:
         yield Api(client)

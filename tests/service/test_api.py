@@ -75,9 +75,16 @@ def test_idempotency_key_returns_the_first_scan(api: Api, music_only_video: Path
                                                 kitchen_benign_video: Path) -> None:
     headers = {"Idempotency-Key": "upload-42"}
     first = api.upload(music_only_video, headers=headers)
-    retry = api.upload(kitchen_benign_video, headers=headers)  # answered without reading it
+    retry = api.upload(music_only_video, headers=headers, name="renamed.mp4")
     assert (first.status_code, retry.status_code) == (202, 200)
     assert retry.json()["id"] == first.json()["id"]
+    other = api.upload(kitchen_benign_video, headers=headers)  # was 200 with the first scan
+    assert other.status_code == 409, other.text
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert not any((api.service.storage_root / ".incoming").iterdir())
+    reference = api.client.post("/v1/scans", headers={**api.auth("uploader"), **headers},
+                                json={"storage_key": "1" * 64})
+    assert reference.status_code == 409
 
 
 def test_a_failed_scan_can_be_submitted_again(api: Api, weapon_silent_video: Path) -> None:
@@ -145,8 +152,12 @@ def test_video_over_the_duration_limit_is_413(make_api: Any, kitchen_benign_vide
         assert "min limit" in response.json()["error"]["message"]
 
 
-def test_submit_by_storage_reference(api: Api, threat_gun_drill_video: Path) -> None:
-    key = api.service.storage.put(threat_gun_drill_video)
+def test_submit_by_storage_reference(api: Api, threat_gun_drill_video: Path,
+                                     tmp_path: Path) -> None:
+    # A key may name only content it uploaded: upload, fail the scan, then submit it again.
+    first = api.upload(unique_copy(threat_gun_drill_video, tmp_path)).json()
+    api.service.finish(first["id"], {"error": {"code": "internal_error", "message": "boom"}})
+    key = first["sha256"]
     body = {"storage_key": key, "filename": "drill.mp4", "external_id": "ref-1"}
     response = api.client.post("/v1/scans", headers=api.auth("uploader"), json=body)
     assert response.status_code == 202, response.text
