@@ -73,7 +73,7 @@ class TextTrainConfig:
 
     out: str = str(OUT_DIR)
     seed: int = 0
-    epochs: int = 5
+    epochs: int = 4
     batch: int = 32
     lr: float = 1e-3  # adapters and head
     weight_decay: float = 0.01
@@ -86,9 +86,14 @@ class TextTrainConfig:
     version: str = "0.2.0"
     shared_dir: str = str(SHARED_TEXT)
     project_files: tuple[str, ...] = (str(PACKAGE_DATA / "text" / "threat_lines_train.csv"),
+                                      str(PACKAGE_DATA / "text" / "threat_lines_train2.csv"),
                                       str(PACKAGE_DATA / "drill_lines.csv"))
     eval_file: str = str(PACKAGE_DATA / "text" / "threat_lines_eval.csv")
     limit: int = 0  # use at most this many training lines (tests and smoke runs); 0 = all
+    # Each benign training line of more than 6 words also gives one random window of its words
+    # (6-12), labelled benign: the scan scores word windows, and a piece of a harmless sentence
+    # must not look like a threat to the model (share of benign lines that give one).
+    benign_windows: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -123,6 +128,21 @@ def read_lines(path: Path, dev_fraction: float = 0.15) -> list[Line]:
                  split_of(r["text"].strip(), origin, dev_fraction),
                  r.get("category") or r.get("kind") or r.get("subset") or "")
             for r in rows if r.get("text", "").strip()]
+
+
+def benign_windows(lines: Sequence[Line], share: float, seed: int) -> list[Line]:
+    """Random word windows (6-12 words) of benign lines longer than 6 words, labelled benign."""
+    rng = random.Random(seed + 101)
+    found = []
+    for line in lines:
+        words = line.text.split()
+        if line.label or len(words) <= 6 or rng.random() >= share:
+            continue
+        size = rng.randint(6, min(12, len(words) - 1))
+        start = rng.randint(0, len(words) - size)
+        found.append(replace(line, text=" ".join(words[start:start + size]),
+                             subset=f"{line.subset}:window"))
+    return found
 
 
 def corpus(config: TextTrainConfig) -> tuple[list[Line], dict[str, str]]:
@@ -281,6 +301,7 @@ def train_text(config: TextTrainConfig,
     if config.limit:
         train = random.Random(config.seed).sample(train, min(config.limit, len(train)))
         dev = dev[: max(8, config.limit // 4)]
+    train += benign_windows(train, config.benign_windows, config.seed)
     say(f"{len(train)} training lines ({sum(x.label for x in train)} threats), {len(dev)} dev, "
         f"{sum(x.split == 'test' for x in lines)} test")
 
@@ -375,6 +396,7 @@ def train_text(config: TextTrainConfig,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "config": asdict(config), "data_sha256": digests,
         "lines": {s: sum(x.split == s for x in lines) for s in ("train", "dev", "test")},
+        "benign_windows_added": sum(x.subset.endswith(":window") for x in train),
         "split_rule": (f"test: threat_text held-out fifth (is_held_out), threat_text_large "
                        f"sha256('{SPLIT_SALT}:test:'+template)<0.2, the whole eval file; dev: "
                        f"sha256('{SPLIT_SALT}:dev:'+text)<{config.dev_fraction}"),

@@ -141,6 +141,13 @@ def merge_adapters(encoder: Any, arrays: dict[str, np.ndarray], scale: float) ->
             layer.weight += update.to(layer.weight.dtype)
 
 
+def text_model_ref() -> str:
+    """`name@version` of the shipped classifier, from the manifest (nothing loaded)."""
+    from ..weights import load_manifest
+
+    return load_manifest()[MODEL_NAME].ref
+
+
 @cache
 def load_text_model() -> TextModel:
     """The shipped classifier (manifest model `incitescan-text`), loaded once per process."""
@@ -155,7 +162,7 @@ def load_text_model() -> TextModel:
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     return TextModel(spec.ref, tokenizer, encoder, arrays["head.weight"].astype(np.float32),
-                     float(arrays["head.bias"]), float(meta["temperature"]),
+                     float(arrays["head.bias"].reshape(-1)[0]), float(meta["temperature"]),
                      float(meta["threshold"]))
 
 

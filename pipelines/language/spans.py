@@ -13,6 +13,7 @@ from .classifier import (
     classifier_weight,
     load_text_model,
     rule_context,
+    text_model_ref,
 )
 from .common import SpanHit
 
@@ -56,7 +57,7 @@ class ClassifierAnalyser:
 
     @property
     def name(self) -> str:
-        return f"classifier:{self.model.name}"
+        return f"classifier:{self._model.name if self._model else text_model_ref()}"
 
     def line_probabilities(self, texts: Sequence[str]) -> list[float]:
         """P(threat) of each text: the highest of its whole-line and window probabilities."""

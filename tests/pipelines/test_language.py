@@ -455,7 +455,7 @@ def test_model_records_how_it_was_trained() -> None:
     assert meta["base_sha256"] == base.hexdigest()
     record = json.loads((folder / "train_record.json").read_text(encoding="utf-8"))
     assert record["calibration"] == meta
-    for name in ("threat_lines_train.csv", "threat_lines_eval.csv"):
+    for name in ("threat_lines_train.csv", "threat_lines_train2.csv", "threat_lines_eval.csv"):
         data = (DATA / "text" / name).read_bytes()
         assert record["data_sha256"][name] == hashlib.sha256(data).hexdigest(), "retrain"
     assert record["data_sha256"]["drill_lines.csv"] == hashlib.sha256(
