@@ -241,8 +241,13 @@ def print_report(checks: list[Check], console: object, as_json: bool = False) ->
                                     indent=1) + "\n")
         return 1 if failed else 0
     styles = {OK: "green", WARN: "yellow", OFF: "dim", FAIL: "bold red"}
-    table = Table("check", "status", "found", "fix", title="incitescan doctor",
-                  title_justify="left")
+    # A log (install.sh, CI) is not 80 columns wide: paths and fixes stay on one line there.
+    table = Table(title="incitescan doctor", title_justify="left",
+                  width=None if console.is_terminal else 120)  # type: ignore[attr-defined]
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("found", overflow="fold")
+    table.add_column("fix", overflow="fold")
     for check in checks:
         table.add_row(escape(check.name), f"[{styles[check.state]}]{check.state}[/]",
                       escape(check.detail), escape(check.fix))
