@@ -20,6 +20,10 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 OK, WARN, OFF, FAIL = "ok", "warn", "off", "FAIL"
 APT = "apt-get install"
@@ -228,7 +232,7 @@ def run_checks(require: Iterable[str] = ()) -> list[Check]:
     return checks
 
 
-def print_report(checks: list[Check], console: object, as_json: bool = False) -> int:
+def print_report(checks: list[Check], console: Console, as_json: bool = False) -> int:
     """Print `checks` as a table (or JSON) on `console`; returns the exit code."""
     import json
 
@@ -243,7 +247,7 @@ def print_report(checks: list[Check], console: object, as_json: bool = False) ->
     styles = {OK: "green", WARN: "yellow", OFF: "dim", FAIL: "bold red"}
     # A log (install.sh, CI) is not 80 columns wide: paths and fixes stay on one line there.
     table = Table(title="incitescan doctor", title_justify="left",
-                  width=None if console.is_terminal else 120)  # type: ignore[attr-defined]
+                  width=None if console.is_terminal else 120)
     table.add_column("check", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("found", overflow="fold")
@@ -251,9 +255,9 @@ def print_report(checks: list[Check], console: object, as_json: bool = False) ->
     for check in checks:
         table.add_row(escape(check.name), f"[{styles[check.state]}]{check.state}[/]",
                       escape(check.detail), escape(check.fix))
-    console.print(table)  # type: ignore[attr-defined]
+    console.print(table)
     warned = sum(c.state == WARN for c in checks)
-    console.print(  # type: ignore[attr-defined]
+    console.print(
         f"{len(failed)} required check(s) failed: scans or the service cannot run"
         if failed else "everything required is present"
         + (f"; {warned} optional part(s) missing (scans run without them)" if warned else ""),
