@@ -165,10 +165,8 @@ def _spec(manifest: dict[str, ModelSpec], name: str) -> ModelSpec:
 
 
 def load_models(options: ScanOptions) -> ScanModels:
-    """Verify and load every model `options` names; models whose weights are missing are left
-    out unless required (`pipelines.optional.usable_options`, which raises
-    WeightsMissing/WeightsCorrupt otherwise)."""
-    options = usable_options(options)[0]
+    """Verify and load every model `options` names (raises WeightsMissing/WeightsCorrupt)."""
+    options = usable_options(options)[0]  # optional models not installed are left out
     manifest = load_manifest()
     detectors = [build_detector(_spec(manifest, name), options.detector)
                  for name in options.detectors]
