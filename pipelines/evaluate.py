@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .optional import need_module
 from .types import Box, Detection, FusionResult, ScanResult, iou
 
 Interval = tuple[float, float]
@@ -40,6 +41,18 @@ CLASS_CATEGORIES = {
     **dict.fromkeys(("knife", "machete", "blade"), "knife"),
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Python packages an evaluation needs beyond the base install (module -> distribution), all in
+# the `eval` extra; checked before it starts, so a missing one stops it at once, in one line.
+EVAL_NEEDS: dict[str, dict[str, str]] = {
+    "weapons": {}, "speech": {"jiwer": "jiwer"}, "text": {"sklearn.metrics": "scikit-learn"},
+    "videos": {"sklearn.metrics": "scikit-learn"}}
+
+
+def check_requirements(kind: str) -> None:
+    """ExtraMissing (naming `pip install 'incitescan[eval]'`) if evaluation `kind` needs a
+    package that is not installed."""
+    for module, package in EVAL_NEEDS.get(kind, {}).items():
+        need_module(module, extra="eval", package=package, purpose=f"incitescan eval {kind}")
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -77,10 +90,10 @@ def ranking_metrics(labels: Sequence[bool], scores: Sequence[float]) -> dict[str
     """ROC AUC and average precision of `scores` against `labels` (None with one class only)."""
     if len(set(labels)) < 2:
         return {"roc_auc": None, "ap": None}
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    return {"roc_auc": float(roc_auc_score(labels, scores)),
-            "ap": float(average_precision_score(labels, scores))}
+    metrics = need_module("sklearn.metrics", extra="eval", package="scikit-learn",
+                          purpose="ROC AUC and average precision")
+    return {"roc_auc": float(metrics.roc_auc_score(labels, scores)),
+            "ap": float(metrics.average_precision_score(labels, scores))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +185,7 @@ def normalise_transcript(text: str) -> str:
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
     """(substitutions + deletions + insertions, reference words) after normalisation."""
-    import jiwer
-
+    jiwer = need_module("jiwer", extra="eval", purpose="the word error rate")
     ref, hyp = normalise_transcript(reference), normalise_transcript(hypothesis)
     if not ref:
         return len(hyp.split()), 0

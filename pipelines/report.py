@@ -16,7 +16,8 @@ from .matching import REGION_NAMES
 from .types import ScanResult
 from .vision import WEAPON_LABELS
 
-SCHEMA_VERSION = "1.0"
+# 1.1: `skipped`, the optional parts a scan ran without (a 1.0 report has none and stays valid).
+SCHEMA_VERSION = "1.1"
 STABLE_FIELDS = ("schema_version", "risk_score", "flagged", "flagged_segments")
 # Fields that differ between two scans of the same video with the same settings.
 VOLATILE_FIELDS = ("scanned_at", "timings", "evidence")
@@ -66,6 +67,8 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         "known_matches": [asdict(m) for m in result.known_matches],
         "fingerprint": {"frames": [asdict(h) for h in result.frame_hashes],
                         "audio": [asdict(a) for a in result.audio_fingerprints]},
+        # Optional parts that were not installed and so did not run (pipelines/optional.py).
+        "skipped": [asdict(s) for s in result.skipped],
     })
 
 
@@ -110,6 +113,7 @@ _REPORT_SHAPE: dict[str, Any] = {
                                   "pdq": [_HEX64]}],
                      "?audio": [{"start": _NUMBER, "item_s": _NUMBER, "items": [_INTEGER],
                                  "algorithm": _TEXT}]},
+    "?skipped": [{"part": _TEXT, "code": _TEXT, "message": _TEXT}],
 }
 _KINDS = {_NUMBER: "a number", _INTEGER: "an integer", _TEXT: "a string", _FLAG: "true or false",
           _HEX64: "64 hex digits"}

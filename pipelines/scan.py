@@ -34,6 +34,7 @@ from .matching import (
     match_video,
 )
 from .media import MediaLimits, extract_audio, frame_size, probe, sample_frames
+from .optional import usable_options
 from .speech import (
     SpeechOptions,
     Transcriber,
@@ -50,6 +51,7 @@ from .types import (
     KnownMatch,
     MediaInfo,
     ScanResult,
+    Skipped,
     Transcript,
 )
 from .vision import (
@@ -97,12 +99,17 @@ class ScanOptions:
     # Perceptual hashes of the sampled frames and a fingerprint of the audio, for re-upload
     # matching against a bank of removed videos (pipelines/matching.py, docs/matching.md).
     fingerprint: bool = True
+    audio_fingerprint: bool = True  # off: frames only (set when fpcalc is missing)
     match: MatchOptions = field(default_factory=MatchOptions)
     # Static shots: a frame whose picture is the last checked frame's (every block of about
     # 1/32 of the width within `still_tolerance` grey levels) reuses that frame's detections,
     # for at most `still_reuse_s` seconds; then the detectors look again. 0 checks every frame.
     still_reuse_s: float = 4.0
     still_tolerance: int = 6
+    # Optional parts ("fingerprint", "speech", "detectors") that must run: missing, they fail
+    # the scan instead of being left out and listed in the report's `skipped`
+    # (pipelines/optional.py).
+    require: tuple[str, ...] = ()
 
     @property
     def speech_model_name(self) -> str:
@@ -168,6 +175,7 @@ def _spec(manifest: dict[str, ModelSpec], name: str) -> ModelSpec:
 
 def load_models(options: ScanOptions) -> ScanModels:
     """Verify and load every model `options` names (raises WeightsMissing/WeightsCorrupt)."""
+    options = usable_options(options)[0]  # optional models not installed are left out
     manifest = load_manifest()
     detectors = [build_detector(_spec(manifest, name), options.detector)
                  for name in options.detectors]
@@ -324,7 +332,12 @@ def listen_chunk(info: MediaInfo, chunk: Chunk, transcriber: Transcriber | None,
 def wants_audio(info: MediaInfo, options: ScanOptions) -> bool:
     """Whether a scan of `info` with `options` extracts the audio (to transcribe it or to
     fingerprint it)."""
-    return info.has_audio and (bool(options.speech_model) or options.fingerprint)
+    return info.has_audio and (bool(options.speech_model) or fingerprints_audio(options))
+
+
+def fingerprints_audio(options: ScanOptions) -> bool:
+    """Whether a scan with `options` fingerprints the audio (not only the frames)."""
+    return options.fingerprint and options.audio_fingerprint
 
 
 def wants_speech(info: MediaInfo, options: ScanOptions) -> bool:
@@ -343,6 +356,7 @@ def finish(
     timings: dict[str, float] | None = None,
     audio: Sequence[AudioFingerprint] = (),
     bank: HashBank | None = None,
+    skipped: Sequence[Skipped] = (),
 ) -> ScanResult:
     """Merge the chunks' results (vision parts and, in chunk order, transcripts or None when
     nothing was transcribed), analyse the language and fuse everything into the result. With a
@@ -398,6 +412,7 @@ def finish(
         frame_hashes=frame_hashes,
         audio_fingerprints=tuple(audio),
         known_matches=known,
+        skipped=tuple(skipped),
     )
 
 
@@ -438,7 +453,11 @@ def scan(
     called as soon as the first frames match a banked video (the fast path), while the rest of
     the analysis goes on.
 
-    Raises InvalidMedia (and subclasses) for bad input and WeightsMissing for absent models."""
+    Optional parts that are not installed are left out and listed in the result's `skipped`
+    (`pipelines.optional`). Raises InvalidMedia (and subclasses) for bad input, and
+    WeightsMissing (or FingerprintUnavailable) for absent models (or fpcalc) that
+    `options.require` names or without which nothing would score the video."""
+    options, skipped = usable_options(options)
     timings: dict[str, float] = {}
     scan_started = started = time.perf_counter()
     info = probe(Path(path), options.limits)
@@ -452,7 +471,7 @@ def scan(
         transcriber = models.transcriber if wants_speech(info, options) else None
         if wants_audio(info, options):
             speech_job = pool.submit(_transcribe_all, info, chunks, transcriber,
-                                     options.fingerprint, progress, timings)
+                                     fingerprints_audio(options), progress, timings)
         early = (EarlyMatcher(bank, 1.0 / options.fps, on_known_match, options.match)
                  if bank is not None and on_known_match is not None and options.fingerprint
                  else None)
@@ -471,6 +490,6 @@ def scan(
         speech, heard = speech_job.result() if speech_job is not None else (None, [])
 
     result = finish(info, options, chunks, vision, speech, models.refs, timings=timings,
-                    audio=heard, bank=bank)
+                    audio=heard, bank=bank, skipped=skipped)
     return replace(result, timings={**result.timings,
                                     "total": round(time.perf_counter() - scan_started, 3)})

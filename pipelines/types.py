@@ -246,6 +246,16 @@ class KnownMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """An optional part of the scan that did not run (its program or model is not installed):
+    the scan went on without it (pipelines/optional.py)."""
+
+    part: str  # "fingerprint" (audio), "speech", "detector:<model>"
+    code: str  # the stable code of the error it would have raised, e.g. "fpcalc_missing"
+    message: str  # what was left out and how to install it
+
+
+@dataclass(frozen=True, slots=True)
 class ScanResult:
     """Everything one scan found, before it is written out as a versioned report."""
 
@@ -263,3 +273,4 @@ class ScanResult:
     frame_hashes: tuple[FrameHash, ...] = ()
     audio_fingerprints: tuple[AudioFingerprint, ...] = ()
     known_matches: tuple[KnownMatch, ...] = ()
+    skipped: tuple[Skipped, ...] = ()  # optional parts that did not run, and why

@@ -31,7 +31,11 @@ FORMATS = ("ctranslate2", "ultralytics-pt", "openvino", "lora-npz")
 TASKS = ("detect", "pose")
 CATEGORIES = ("firearm", "knife", "blunt", "person", "phone")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MANIFEST = REPO_ROOT / "weights" / "manifest.toml"
+# weights/manifest.toml in a checkout; an installed wheel or sdist carries the same file as package
+# data (pipelines/data/manifest.toml, a link to it in the repository).
+DEFAULT_MANIFEST = (REPO_ROOT / "weights" / "manifest.toml"
+                    if (REPO_ROOT / "weights" / "manifest.toml").is_file()
+                    else Path(__file__).resolve().parent / "data" / "manifest.toml")
 STAMPS = ".stamps.json"  # per model folder: file -> size, mtime_ns, sha256 last computed
 URL_TIMEOUT_S = 20
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install IncitementScan on a Debian/Ubuntu machine: system packages (ffmpeg, espeak-ng, fpcalc,
 # chromium for the UI tests), a virtual environment in .venv with the package and its test tools,
-# then fetch and verify the default model weights. Safe to run again: each step skips what is already done.
+# then fetch and verify the default model weights and run `incitescan doctor`. Safe to run again: each step skips what is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +31,8 @@ echo "==> installing Python packages into .venv (first run: several minutes)"
 
 echo "==> fetching and verifying model weights"
 .venv/bin/incitescan weights fetch
+
+# Everything a scan and the service need, one line each with its fix; fails the install when
+# something required is missing (optional parts only warn: scans run without them).
+echo "==> checking the installation"
+.venv/bin/incitescan doctor

@@ -18,6 +18,10 @@ if command -v pg_ctlcluster >/dev/null && ! pg_isready -h 127.0.0.1 -q 2>/dev/nu
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
 fi
 
+# The sdist and the wheel build offline, and the wheel installed without the extras runs
+# `incitescan --help`, `doctor` and a scan (about a minute).
+bash scripts/check_dist.sh
+
 export INCITESCAN_REQUIRE_WEIGHTS=1
 set +e
 .venv/bin/python -m pytest "$@"

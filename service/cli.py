@@ -39,7 +39,30 @@ def _scan_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.language is not None:
         language = None if args.language == "auto" else args.language
         changes["speech"] = replace(options.speech, language=language)
+    if args.require:
+        changes["require"] = args.require
     return replace(options, **changes)
+
+
+def _require(text: str) -> tuple[str, ...]:
+    """`--require` (and INCITESCAN_REQUIRE): the optional parts that must run."""
+    from pipelines.optional import parse_require
+
+    try:
+        return parse_require(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_require(command: argparse.ArgumentParser) -> None:
+    import os
+
+    command.add_argument("--require", type=_require, metavar="PART,...",
+                         # a string default goes through `type` too (checked the same way)
+                         default=os.environ.get("INCITESCAN_REQUIRE", ""),
+                         help="optional parts that must run (fingerprint, speech, detectors, "
+                              "all): missing, they fail the scan instead of being skipped "
+                              "(env INCITESCAN_REQUIRE)")
 
 
 def _bars(quiet: bool) -> Progress:
@@ -86,10 +109,14 @@ def _printable(value: Any) -> Any:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Scan each file in-process; print a summary per file and optionally write JSON reports."""
+    from pipelines.optional import usable_options, warning_line
     from pipelines.report import summary, to_dict, write_json
     from pipelines.scan import load_models, scan
 
     options = _scan_options(args)
+    skipped = usable_options(options)[1]  # each report lists them too
+    if skipped:
+        err.print(f"incitescan: {warning_line(skipped)}", markup=False, highlight=False)
     bank = None
     if args.bank:
         from pipelines.matching import HashBank
@@ -303,6 +330,7 @@ def _run_eval(args: argparse.Namespace, total_label: str):  # type: ignore[no-un
     from pipelines import evaluate
     from pipelines.scan import ScanOptions, load_models
 
+    evaluate.check_requirements(args.eval_kind)  # a missing extra stops it now, in one line
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total}"), TimeElapsedColumn(), console=err, transient=True) as bars:
         task = bars.add_task(f"eval {args.eval_kind}: {total_label}", total=None)
@@ -353,6 +381,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                    encoding="utf-8")
         err.print(f"results written to {args.json}", markup=False, highlight=False)
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check everything a scan and the service need; exit 1 when something required is missing."""
+    from service.doctor import print_report, run_checks
+
+    return print_report(run_checks(args.require), out, as_json=args.json)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -469,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     scan.add_argument("--bank", metavar="FILE", help="match against this bank of removed "
                       "videos (CSV, docs/matching.md); a match raises the risk")
+    _add_require(scan)
     scan.set_defaults(run=cmd_scan)
 
     banks = sub.add_parser("bank", help="the bank of removed videos for re-upload matching")
@@ -562,6 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--json", metavar="FILE", help="write the results as JSON here")
         command.set_defaults(run=cmd_eval)
 
+    doctor = sub.add_parser("doctor", help="check that everything a scan and the service need is "
+                            "installed and reachable; prints the fix for each problem")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    _add_require(doctor)
+    doctor.set_defaults(run=cmd_doctor)
+
     work = sub.add_parser("worker", help="run a distributed scan worker (Celery on Redis)")
     work.add_argument("--concurrency", type=int, metavar="N",
                       help="worker processes (env INCITESCAN_WORKER_CONCURRENCY, default 1)")
@@ -585,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--threshold", type=float, help="risk score that flags a video (0.5)")
     submit.add_argument("--chunk-s", type=float, metavar="S",
                         help="seconds per parallel chunk (default 120)")
+    _add_require(submit)
     submit.set_defaults(run=cmd_submit)
 
     state = sub.add_parser("status", help="state and progress of distributed scans")

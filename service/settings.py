@@ -9,10 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.media import MediaLimits
+from pipelines.optional import parse_require
 from pipelines.scan import ScanOptions
 
 DATA_DIR = Path("~/.local/share/incitescan").expanduser()
@@ -71,6 +72,15 @@ class ServiceSettings(BaseSettings):
     speech_model: Literal["tiny.en", "base", "none"] = "base"
     fps: float = Field(default=1.0, gt=0, le=30)
     threshold: float | None = Field(default=None, ge=0, le=1)
+    # Optional parts every scan must run ("fingerprint,speech", "all"): missing, they fail the
+    # scan; otherwise a scan runs without them and its report lists them (`skipped`).
+    require: str = ""
+
+    @field_validator("require")
+    @classmethod
+    def _known_parts(cls, value: str) -> str:
+        parse_require(value)  # ValueError names the unknown part
+        return value
 
     def scan_options(self) -> ScanOptions:
         """The pipeline options every scan of this service uses."""
@@ -85,6 +95,7 @@ class ServiceSettings(BaseSettings):
                            decode_stall_s=self.decode_stall_s),
             fusion=options.fusion if self.threshold is None
             else replace(options.fusion, threshold=self.threshold),
+            require=parse_require(self.require),
         )
 
     def media_limits(self) -> MediaLimits:

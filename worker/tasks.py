@@ -33,6 +33,7 @@ from celery.signals import worker_process_init
 
 from pipelines.errors import InvalidMedia, ScanError
 from pipelines.media import probe
+from pipelines.optional import usable_options
 from pipelines.report import to_dict
 from pipelines.scan import (
     AudioPart,
@@ -40,6 +41,7 @@ from pipelines.scan import (
     ScanOptions,
     VisionPart,
     detect_chunk,
+    fingerprints_audio,
     finish,
     listen_chunk,
     load_models,
@@ -49,7 +51,7 @@ from pipelines.scan import (
     wants_speech,
 )
 from pipelines.speech import Transcriber
-from pipelines.types import MediaInfo
+from pipelines.types import MediaInfo, Skipped
 from pipelines.vision import Detector
 
 from .app import app
@@ -183,6 +185,7 @@ class Job:
     result: str  # result key
     speech: bool  # the audio is transcribed
     audio: bool = False  # the audio is extracted (to transcribe it, or only to fingerprint it)
+    skipped: tuple[Skipped, ...] = ()  # optional parts left out (not installed), and why
 
     @property
     def parts(self) -> list[str]:
@@ -209,7 +212,8 @@ def open_job(scan_id: str) -> Job | None:
     info = replace(info, path=str(_local_file(record["key"], record["name"])))
     return Job(scan_id=scan_id, name=record["name"], options=options, info=info,
                chunks=plan_chunks(info, options), result=record["result"],
-               speech=wants_speech(info, options), audio=wants_audio(info, options))
+               speech=wants_speech(info, options), audio=wants_audio(info, options),
+               skipped=tuple(Skipped(**s) for s in json.loads(record.get("skipped") or "[]")))
 
 
 def _time_limits(hard: float) -> dict[str, float]:
@@ -227,7 +231,9 @@ def start_scan(*, scan_id: str) -> None:
         return
     if record["state"] in FINAL_STATES or record.get("dispatched"):
         return  # a redelivered start: the first one got this far
-    options = from_data(ScanOptions, json.loads(record["options"]))
+    # Optional parts this worker lacks (fpcalc, weights) are left out of the whole scan, unless
+    # required; the chunk tasks read the options stored back here.
+    options, skipped = usable_options(from_data(ScanOptions, json.loads(record["options"])))
     info = probe(_local_file(record["key"], record["name"]), options.limits)
     result = result_key(info.sha256, options, model_refs(options))
     if records.report(result) is not None:
@@ -238,7 +244,8 @@ def start_scan(*, scan_id: str) -> None:
     speech = wants_audio(info, options)  # a "speech" task also fingerprints the audio
     total = len(chunks) * (2 if speech else 1)
     records.update(scan_id, result=result, info=to_data(info), parts_total=total, parts_done=0,
-                   chunks=len(chunks))
+                   chunks=len(chunks), options=to_data(options),
+                   skipped=[to_data(s) for s in skipped])
     if not records.transition(scan_id, "running", started_at=now()):
         return
     priority = int(record.get("priority") or 0)
@@ -278,7 +285,7 @@ def transcribe_chunk_task(*, scan_id: str, index: int) -> str | None:
     say; returns the part id stored."""
     return _chunk_part(scan_id, f"speech:{index}", lambda job: listen_chunk(
         job.info, job.chunks[index], transcriber_for(job.options) if job.speech else None,
-        fingerprint=job.options.fingerprint))
+        fingerprint=fingerprints_audio(job.options)))
 
 
 @app.task(base=ScanTask, name="incitescan.finish_scan", ignore_result=True,
@@ -301,7 +308,8 @@ def finish_scan(receipts: Any, *, scan_id: str) -> None:
         speech = [p.transcript for p in heard if p.transcript is not None] if job.speech else None
         result = finish(replace(job.info, path=job.name), job.options, job.chunks, vision,
                         speech, model_refs(job.options),
-                        audio=[p.fingerprint for p in heard if p.fingerprint is not None])
+                        audio=[p.fingerprint for p in heard if p.fingerprint is not None],
+                        skipped=job.skipped)
         report = to_dict(result)
         for item in report["evidence"]:  # never show the server's folders
             item["path"] = os.path.relpath(item["path"], CONFIG.storage)

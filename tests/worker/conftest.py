@@ -160,10 +160,12 @@ def start_worker(worker_config: WorkerSettings, worker_models: None, tmp_path: P
                  ) -> Iterator[Callable[..., Worker]]:
     """Factory of worker subprocesses (concurrency 1, all queues); all stopped at teardown.
     `start_worker(name)` returns once the worker is consuming; `via_cli=True` starts it with
-    `incitescan worker` instead of `celery worker`."""
+    `incitescan worker` instead of `celery worker`; `env` adds to (or replaces in) its
+    environment."""
     started: list[Worker] = []
 
-    def start(name: str, queues: str = "scan,detect,speech", via_cli: bool = False) -> Worker:
+    def start(name: str, queues: str = "scan,detect,speech", via_cli: bool = False,
+              env: dict[str, str] | None = None) -> Worker:
         log = tmp_path / f"worker-{name}.log"
         if via_cli:
             command = ["-m", "service.cli", "worker", "--concurrency", "1", "--queues", queues,
@@ -175,7 +177,8 @@ def start_worker(worker_config: WorkerSettings, worker_models: None, tmp_path: P
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [sys.executable, *command],
-                cwd=REPO_ROOT, env=_environment(worker_config), stdout=output, stderr=output,
+                cwd=REPO_ROOT, env={**_environment(worker_config), **(env or {})},
+                stdout=output, stderr=output,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         worker = Worker(name, process, log)
         started.append(worker)
