@@ -708,8 +708,8 @@ def summary_tables(kind: str, result: Mapping[str, Any], errors_shown: int = 8) 
                               "knife P / R", "negative FPR", "ms/image"), per_detector),
             ("AP@0.5 by box size (COCO area bins, original pixels; true boxes)",
              ("detector", *(f"{c} {b}" for c in ("firearm", "knife") for b in SIZE_BINS)),
-             [(name, *(f"{_fmt(r['classes'][c]['by_size'][b]['ap50'])} "
-                       f"({r['classes'][c]['by_size'][b]['truths']})"
+             [(name, *(f"{_fmt(r['classes'][c].get('by_size', {}).get(b, {}).get('ap50'))} "
+                       f"({r['classes'][c].get('by_size', {}).get(b, {}).get('truths', '–')})"
                        for c in ("firearm", "knife") for b in SIZE_BINS))
               for name, r in systems.items()]),
         ]
