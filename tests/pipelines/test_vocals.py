@@ -148,6 +148,17 @@ def test_merged_transcripts_keep_music_time_and_word_probability() -> None:
     assert merged.front_end == "repet"
 
 
+def test_a_tiny_scan_names_base_as_its_music_model() -> None:
+    from pipelines.scan import ScanOptions, model_refs
+
+    tiny = model_refs(ScanOptions(speech_model="tiny.en"))
+    assert tiny["speech"].startswith("whisper-tiny.en@")
+    assert tiny["speech:music"].startswith("whisper-base@")
+    assert "speech:music" not in model_refs(ScanOptions())  # base already
+    assert "speech:music" not in model_refs(ScanOptions(speech_model="tiny.en",
+                                                        music_speech_model=""))
+
+
 @pytest.mark.parametrize(("probability", "level"), [
     (0.95, "high"), (0.8, "high"), (0.7, "medium"), (0.3, "low"), (None, "unknown")])
 def test_reliability_levels(probability: float | None, level: str) -> None:
