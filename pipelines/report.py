@@ -13,8 +13,9 @@ from typing import Any
 
 from .errors import ReportInvalid
 from .matching import REGION_NAMES
-from .types import ScanResult
+from .types import ScanResult, Transcript
 from .vision import WEAPON_LABELS
+from .vocals import reliability
 
 # 1.1: `skipped`, the optional parts a scan ran without (a 1.0 report has none and stays valid).
 SCHEMA_VERSION = "1.1"
@@ -29,6 +30,20 @@ def scanner_version() -> str:
         return version("incitescan")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def speech_conditions(transcript: Transcript | None) -> dict[str, Any] | None:
+    """How the speech was heard, for the reviewer and anything weighing the transcript: whether
+    music was under it (and for how many seconds), the front end that cleaned it, and how sure
+    Whisper was of its words (mean word probability and a high/medium/low/unknown label). A
+    low-reliability transcript still counts in the fused score: a threat misheard is still
+    sent to review, and this tells the reviewer to listen rather than read."""
+    if transcript is None:
+        return None
+    probability = transcript.mean_word_probability
+    return {"music": transcript.music_seconds > 0, "music_seconds": transcript.music_seconds,
+            "front_end": transcript.front_end or "none",
+            "mean_word_probability": probability, "reliability": reliability(probability)}
 
 
 def to_dict(result: ScanResult) -> dict[str, Any]:
@@ -60,6 +75,7 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         "context_detections": context,
         "threat_hits": [asdict(h) for h in result.threat_hits],
         "transcript": transcript,
+        "speech_conditions": speech_conditions(result.transcript),
         "evidence": [asdict(e) for e in result.evidence],
         "timings": result.timings,
         # Re-upload matching (docs/matching.md): what the video's hashes matched in the bank,
@@ -109,12 +125,15 @@ _REPORT_SHAPE: dict[str, Any] = {
                           "?threat_hits": [_THREAT_HIT]}],
     "?evidence": [{"path": _TEXT, "frame_index": _INTEGER}],
     "?settings": {"?fps": _NUMBER}, "?known_matches": [_ANY],
+    "?speech_conditions": _ANY,
     "?fingerprint": {"?frames": [{"t": _NUMBER, "frame_index": _INTEGER, "quality": _INTEGER,
                                   "pdq": [_HEX64]}],
                      "?audio": [{"start": _NUMBER, "item_s": _NUMBER, "items": [_INTEGER],
                                  "algorithm": _TEXT}]},
     "?skipped": [{"part": _TEXT, "code": _TEXT, "message": _TEXT}],
 }
+_SPEECH_CONDITIONS = {"music": _FLAG, "music_seconds": _NUMBER, "front_end": _TEXT,
+                      "reliability": _TEXT}
 _KINDS = {_NUMBER: "a number", _INTEGER: "an integer", _TEXT: "a string", _FLAG: "true or false",
           _HEX64: "64 hex digits"}
 
@@ -163,6 +182,13 @@ def check_report(report: Any) -> dict[str, Any]:
     that any database stores (finite numbers, no NUL characters); else ReportInvalid naming the
     first problem."""
     _check_shape(report, _REPORT_SHAPE, "report")
+    if report.get("speech_conditions") is not None:
+        _check_shape(report["speech_conditions"], _SPEECH_CONDITIONS, "report.speech_conditions")
+        probability = report["speech_conditions"].get("mean_word_probability")
+        if probability is not None and not (_is_kind(probability, _NUMBER)
+                                            and 0.0 <= probability <= 1.0):
+            raise ReportInvalid("report.speech_conditions.mean_word_probability must be a "
+                                "number between 0 and 1 or null")
     for index, frame in enumerate(report.get("fingerprint", {}).get("frames", [])):
         if len(frame["pdq"]) != len(REGION_NAMES):  # the bank lookups index every region
             raise ReportInvalid(f"report.fingerprint.frames[{index}].pdq must hold "
@@ -211,6 +237,13 @@ def summary(report: dict[str, Any]) -> str:
         spoken = " ".join(s["text"] for s in transcript["segments"])
         lines.append(f"  speech ({transcript['language']}): {spoken[:300]}"
                      + ("…" if len(spoken) > 300 else ""))
+        heard = report.get("speech_conditions") or {}
+        if heard.get("music"):
+            lines.append(f"  speech under music ({heard['music_seconds']:.0f} s, front end "
+                         f"{heard['front_end']}): transcript reliability {heard['reliability']}"
+                         + (f" (mean word probability {heard['mean_word_probability']:.2f})"
+                            if heard.get("mean_word_probability") is not None else "")
+                         + "; listen to the audio before trusting the words")
     elif video["has_audio"]:
         lines.append("  speech: none detected")
     else:

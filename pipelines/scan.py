@@ -62,6 +62,7 @@ from .vision import (
     detect_all,
     save_evidence,
 )
+from .vocals import MusicAwareTranscriber
 from .weights import ModelSpec, load_manifest
 
 SPEECH_MODELS = {"tiny.en": "whisper-tiny.en", "base": "whisper-base"}
@@ -88,6 +89,12 @@ class ScanOptions:
     # (docs/language.md). `--language` overrides.
     speech: SpeechOptions = field(
         default_factory=lambda: SpeechOptions(language="en", hotwords=decoding_hints()))
+    # Speech over music (docs/speech-music.md): audio with a beat under it is transcribed with
+    # `music_speech_model` ("": the same model as clean speech; tiny.en loses more words to
+    # music than base) after the front end `music_front_end` ("": none; measured, every DSP
+    # front end made Whisper's words worse, see the doc).
+    music_front_end: str = ""
+    music_speech_model: str = "base"
     fusion: FusionOptions = field(default_factory=FusionOptions)
     limits: MediaLimits = field(default_factory=MediaLimits)
     max_evidence_frames: int = 24
@@ -128,6 +135,9 @@ class ScanModels:
         refs = {f"detector:{i}": d.name for i, d in enumerate(self.detectors)}
         if self.transcriber is not None:
             refs["speech"] = self.transcriber.name
+            music = getattr(self.transcriber, "music", self.transcriber)
+            if music.name != self.transcriber.name:
+                refs["speech:music"] = music.name
         refs["lexicon"] = LEXICON_VERSION
         if self.transcriber is not None:
             refs["text"] = load_text_model().name
@@ -179,8 +189,13 @@ def load_models(options: ScanOptions) -> ScanModels:
     manifest = load_manifest()
     detectors = [build_detector(_spec(manifest, name), options.detector)
                  for name in options.detectors]
-    transcriber = (build_transcriber(_spec(manifest, options.speech_model_name), options.speech)
-                   if options.speech_model else None)
+    transcriber: Transcriber | None = None
+    if options.speech_model:
+        plain = build_transcriber(_spec(manifest, options.speech_model_name), options.speech)
+        music_name = SPEECH_MODELS.get(options.music_speech_model, options.music_speech_model)
+        music = (build_transcriber(_spec(manifest, music_name), options.speech)
+                 if music_name and music_name != options.speech_model_name else None)
+        transcriber = MusicAwareTranscriber(plain, music, front_end=options.music_front_end)
     if transcriber is not None:
         # The language classifier takes seconds to load: load it with the other models rather
         # than in the middle of the first scan that hears speech.
@@ -195,6 +210,9 @@ def model_refs(options: ScanOptions) -> dict[str, str]:
     refs = {f"detector:{i}": _spec(manifest, name).ref for i, name in enumerate(options.detectors)}
     if options.speech_model:
         refs["speech"] = _spec(manifest, options.speech_model_name).ref
+        music_name = SPEECH_MODELS.get(options.music_speech_model, options.music_speech_model)
+        if music_name and music_name != options.speech_model_name:
+            refs["speech:music"] = _spec(manifest, music_name).ref
     refs["lexicon"] = LEXICON_VERSION
     if options.speech_model:
         refs["text"] = _spec(manifest, "incitescan-text").ref

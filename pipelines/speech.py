@@ -274,7 +274,7 @@ def merge_transcripts(parts: Sequence[Transcript], spans: Sequence[tuple[float, 
 
     kept: list[TranscriptSegment] = []
     rejected: list[TranscriptSegment] = []
-    speech_seconds = 0.0
+    speech_seconds = music_seconds = 0.0
     last_was_cut = False  # the last kept segment lost words at the previous cut
     for i, part in enumerate(parts):
         low, high = cuts[i], cuts[i + 1]
@@ -293,8 +293,16 @@ def merge_transcripts(parts: Sequence[Transcript], spans: Sequence[tuple[float, 
         span_start, span_end = spans[i]
         owned = min(high, span_end) - max(low, span_start)
         if span_end > span_start:
-            speech_seconds += part.speech_seconds * max(0.0, owned) / (span_end - span_start)
+            share = max(0.0, owned) / (span_end - span_start)
+            speech_seconds += part.speech_seconds * share
+            music_seconds += part.music_seconds * share
     main = max(parts, key=lambda t: t.speech_seconds)  # max() keeps the first of equals
+    probabilities = [w.probability for s in kept for w in s.words]
+    measured = any(p.mean_word_probability is not None for p in parts) and probabilities
     return Transcript(language=main.language, language_probability=main.language_probability,
                       segments=tuple(kept), model=main.model, rejected=tuple(rejected),
-                      speech_seconds=round(speech_seconds, 3))
+                      speech_seconds=round(speech_seconds, 3),
+                      music_seconds=round(music_seconds, 3),
+                      front_end=next((p.front_end for p in parts if p.front_end), ""),
+                      mean_word_probability=round(sum(probabilities) / len(probabilities), 4)
+                      if measured else None)

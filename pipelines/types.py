@@ -133,6 +133,12 @@ class Transcript:
     model: str  # name@version
     rejected: tuple[TranscriptSegment, ...] = ()
     speech_seconds: float = 0.0  # audio left after the voice-activity filter
+    # Speech over music (pipelines/vocals.py): seconds of the audio that had a music bed under
+    # it, the front end that cleaned it before Whisper ("" none, else a vocals.FRONT_ENDS
+    # name), and the mean probability of the kept words (None: no words, or not measured).
+    music_seconds: float = 0.0
+    front_end: str = ""
+    mean_word_probability: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

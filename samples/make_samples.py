@@ -119,6 +119,10 @@ class Clip:
     lines: tuple[Line, ...] = ()
     music: bool = False
     has_audio: bool = True
+    # With music: None keeps the beat ~15 dB under the speech peaks (MUSIC_UNDER_SPEECH_PEAK);
+    # a number mixes the beat plus the chord pad at that speech-to-music power ratio in dB,
+    # measured over the voiced samples (a rap vocal as loud as its beat: 0).
+    music_snr_db: float | None = None
 
     @property
     def duration(self) -> float:
@@ -279,6 +283,21 @@ CLIPS: tuple[Clip, ...] = (
         music=True,
     ),
     Clip(
+        name="threat_rap_over_beat.mp4",
+        description="Street, two men and a man holding up a phone, no weapon on screen; threats "
+        "to set fire to a rival area and to shoot, rapped over the drill-style beat with a chord "
+        "pad at 0 dB (voice as loud as the beat); ends on a benign line with 'gang'.",
+        incitement=True,
+        shots=(Shot(BUS, 5), Shot(ZIDANE, 5), Shot(PHONE_HELD, 5)),
+        lines=(
+            Line(1.0, "We're going to set fire to their area.", True, WEST_MIDLANDS, 125),
+            Line(4.5, "Pass me the strap, I'm going to shoot him.", True, LANCASTER, 125),
+            Line(9.0, "The gang are going to the studio tonight.", False, WEST_MIDLANDS, 125),
+        ),
+        music=True,
+        music_snr_db=0.0,
+    ),
+    Clip(
         name="music_only.mp4",
         description="Street, a pointing hand gesture and two men, over the drill-style beat with "
         "no speech at all (a transcription hallucination trap).",
@@ -431,11 +450,57 @@ def drill_beat_loop() -> array.array[float]:
     return array.array("d", (value / peak for value in loop))
 
 
+def chord_pad_loop(length: int) -> array.array[float]:
+    """A sustained minor chord pad (F#m then Dm, one chord a bar, detuned saw-ish partials,
+    slow attack) of `length` samples at AUDIO_RATE, to loop with `drill_beat_loop`: the
+    harmonic bed of a drill beat that a band-pass or a percussive filter cannot remove.
+    Peak-normalised to 1.0."""
+    bar = length // 2
+    chords = ((185.0, 220.0, 277.2), (146.8, 174.6, 220.0))  # F#3 A3 C#4, D3 F3 A3
+    pad = array.array("d", bytes(8 * length))
+    for index, chord in enumerate(chords):
+        for i in range(bar):
+            t = i / AUDIO_RATE
+            envelope = min(1.0, t / 0.15, (bar - i) / AUDIO_RATE / 0.05)
+            value = 0.0
+            for freq in chord:
+                for detune in (0.997, 1.003):
+                    for harmonic in (1, 2, 3, 4):
+                        value += math.sin(2 * math.pi * freq * detune * harmonic * t) / harmonic
+            pad[index * bar + i] = envelope * value
+    peak = max(abs(value) for value in pad) or 1.0
+    return array.array("d", (value / peak for value in pad))
+
+
+PAD_LEVEL = 0.35  # chord pad under the beat (relative peaks) when a clip sets music_snr_db
+
+
+def _under_music(speech: array.array[float], beat: array.array[float], snr_db: float
+                 ) -> array.array[float]:
+    """`speech` with `beat` looped under it at `snr_db` (speech power over the voiced samples
+    against the beat's power over the same samples), faded in and out, peak 0.9."""
+    total = len(speech)
+    voiced = [i for i, value in enumerate(speech) if abs(value) > 0.02]
+    speech_power = sum(speech[i] ** 2 for i in voiced) / len(voiced)
+    beat_power = sum(beat[i % len(beat)] ** 2 for i in voiced) / len(voiced)
+    gain = math.sqrt(speech_power / beat_power / 10 ** (snr_db / 10))
+    fade = round(0.05 * AUDIO_RATE)
+    mix = array.array("d", (speech[i] + gain * min(1.0, i / fade, (total - 1 - i) / fade)
+                            * beat[i % len(beat)] for i in range(total)))
+    peak = max(abs(value) for value in mix)
+    return array.array("d", (0.9 * value / peak for value in mix))
+
+
 def render_audio(clip: Clip, beat: array.array[float], workdir: Path) -> tuple[Path, list[dict]]:
     """Mix the clip's speech (and beat) into a mono wav; return it and the measured lines."""
     total = round(clip.duration * AUDIO_RATE)
     mix = array.array("d", bytes(8 * total))
-    if clip.music:
+    if clip.music and clip.music_snr_db is not None:
+        pad = chord_pad_loop(len(beat))
+        bed = [value + PAD_LEVEL * pad[i] for i, value in enumerate(beat)]
+        peak = max(abs(value) for value in bed)
+        beat = array.array("d", (value / peak for value in bed))
+    if clip.music and clip.music_snr_db is None:
         gain = MUSIC_UNDER_SPEECH_PEAK if clip.lines else MUSIC_ALONE_PEAK
         fade = round(0.05 * AUDIO_RATE)
         for i in range(total):
@@ -462,6 +527,8 @@ def render_audio(clip: Clip, beat: array.array[float], workdir: Path) -> tuple[P
                 "speed": line.speed,
             }
         )
+    if clip.music and clip.music_snr_db is not None:
+        mix = _under_music(mix, beat, clip.music_snr_db)
     pcm = array.array("h", (max(-32767, min(32767, round(v * 32767))) for v in mix))
     wav_path = workdir / "mix.wav"
     with wave.open(str(wav_path), "wb") as wav:
@@ -603,6 +670,7 @@ def build(out_dir: Path) -> dict[str, dict]:
                 "duration": round(clip.duration, 3),
                 "has_audio": clip.has_audio,
                 "music": clip.music,
+                **({"music_snr_db": clip.music_snr_db} if clip.music_snr_db is not None else {}),
                 "shots": shots,
             }
             print(f"{clip.name}: {clip.duration:g} s, {(out_dir / clip.name).stat().st_size} bytes")

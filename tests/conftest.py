@@ -70,6 +70,15 @@ def threat_speech_only_video() -> Path:
 
 
 @pytest.fixture(scope="session")
+def threat_rap_over_beat_video() -> Path:
+    """15 s: bus, two men, a man holding up a phone; no weapon on screen; "set fire to their
+    area" (1 s) and "pass me the strap, I'm going to shoot him" (4.5 s) rapped over the drill
+    beat with a chord pad at 0 dB speech-to-music, then "the gang are going to the studio
+    tonight" (not a threat). Incitement: true."""
+    return _sample("threat_rap_over_beat.mp4")
+
+
+@pytest.fixture(scope="session")
 def benign_street_video() -> Path:
     """16 s: bus, two men; everyday speech (weather, park, late bus). No weapon, no music.
     Incitement: false."""

@@ -145,7 +145,8 @@ def detectors_for(options: ScanOptions) -> list[Detector]:
 
 def transcriber_for(options: ScanOptions) -> Transcriber:
     """The transcriber `options` name, loaded on first use by this process."""
-    key = (options.speech_model_name, options.speech)
+    key = (options.speech_model_name, options.speech, options.music_front_end,
+           options.music_speech_model)
     with _loading:
         if key not in _transcribers:
             log.info("loading %s in process %d", options.speech_model_name, os.getpid())
