@@ -9,7 +9,7 @@ transcribes (both model runtimes release the GIL). Workers run the very same fun
 chunk per task, so a distributed scan gives the same result as `scan` by construction.
 
 Models are loaded by `load_models` once and reused across scans (a worker process keeps them);
-`scan` loads them itself when none are given."""
+`scan` loads them itself when none are given, and then only those the video needs."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import ScanError
 from .fusion import FusionOptions, add_known_content, fuse
 from .language import LEXICON_VERSION, analyse_transcript, decoding_hints, embed_texts
 from .matching import (
@@ -108,12 +109,17 @@ class ScanModels:
 
     detectors: list[Detector]
     transcriber: Transcriber | None
+    # The speech model's name@version when the options name one but it was not loaded (no
+    # video of the scan has audio): reports name it all the same.
+    speech_ref: str = ""
 
     @property
     def refs(self) -> dict[str, str]:
         refs = {f"detector:{i}": d.name for i, d in enumerate(self.detectors)}
         if self.transcriber is not None:
             refs["speech"] = self.transcriber.name
+        elif self.speech_ref:
+            refs["speech"] = self.speech_ref
         refs["lexicon"] = LEXICON_VERSION
         return refs
 
@@ -157,18 +163,44 @@ def _spec(manifest: dict[str, ModelSpec], name: str) -> ModelSpec:
     return manifest[name]
 
 
-def load_models(options: ScanOptions) -> ScanModels:
-    """Verify and load every model `options` names (raises WeightsMissing/WeightsCorrupt)."""
+def warm_text_model() -> None:
+    """Load the language analysis' text model now (it loads on first use otherwise): it takes
+    seconds, better spent beside the other models than in the first scan that hears speech."""
+    import torch  # noqa: F401  (imported whole here first: the detectors' thread imports it too)
+
+    embed_texts(["warm up"])
+
+
+def _load_detectors(specs: Sequence[ModelSpec], options: DetectorOptions) -> list[Detector]:
+    return [build_detector(spec, options) for spec in specs]
+
+
+def _load_speech(spec: ModelSpec, options: SpeechOptions) -> Transcriber:
+    transcriber = build_transcriber(spec, options)
+    warm_text_model()
+    return transcriber
+
+
+def load_models(options: ScanOptions, *, speech: bool = True) -> ScanModels:
+    """Verify and load every model `options` names (raises WeightsMissing/WeightsCorrupt).
+
+    The detectors load on one thread while the transcriber and then the text model load on
+    another (their runtimes load weights and compile without the GIL). `speech=False` (no video
+    to scan has audio) loads neither the transcriber nor the text model."""
     manifest = load_manifest()
-    detectors = [build_detector(_spec(manifest, name), options.detector)
-                 for name in options.detectors]
-    transcriber = (build_transcriber(_spec(manifest, options.speech_model_name), options.speech)
-                   if options.speech_model else None)
-    if transcriber is not None:
-        # The language classifier's sentence model takes seconds to load: load it with the
-        # other models rather than in the middle of the first scan that hears speech.
-        embed_texts(["warm up"])
-    return ScanModels(detectors=detectors, transcriber=transcriber)
+    detector_specs = [_spec(manifest, name) for name in options.detectors]
+    speech_spec = (_spec(manifest, options.speech_model_name) if options.speech_model
+                   else None)  # unknown names fail here, before anything loads
+    if speech_spec is None or not speech:
+        return ScanModels(detectors=_load_detectors(detector_specs, options.detector),
+                          transcriber=None, speech_ref=speech_spec.ref if speech_spec else "")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-speech") as pool:
+        transcriber = pool.submit(_load_speech, speech_spec, options.speech)
+        try:
+            detectors = _load_detectors(detector_specs, options.detector)
+        finally:
+            loaded = transcriber.result()  # never leave it loading (or its error unseen)
+    return ScanModels(detectors=detectors, transcriber=loaded)
 
 
 def model_refs(options: ScanOptions) -> dict[str, str]:
@@ -321,6 +353,20 @@ def wants_speech(info: MediaInfo, options: ScanOptions) -> bool:
     return bool(options.speech_model) and info.has_audio
 
 
+def needs_speech(paths: Sequence[Path | str], options: ScanOptions) -> bool:
+    """Whether scanning `paths` with `options` transcribes anything (probes each file; one that
+    cannot be probed needs nothing, its scan fails with the probe's own message)."""
+    if not options.speech_model:
+        return False
+    for path in paths:
+        try:
+            if wants_speech(probe(Path(path), options.limits), options):
+                return True
+        except ScanError:
+            continue
+    return False
+
+
 def finish(
     info: MediaInfo,
     options: ScanOptions,
@@ -432,7 +478,7 @@ def scan(
     scan_started = started = time.perf_counter()
     info = probe(Path(path), options.limits)
     timings["probe"] = time.perf_counter() - started
-    models = models or load_models(options)
+    models = models or load_models(options, speech=wants_speech(info, options))
     chunks = plan_chunks(info, options)
     total_frames = max(1.0, info.duration * options.fps)
 

@@ -11,9 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from kombu.exceptions import OperationalError
-from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -71,7 +68,7 @@ def _early_answer(name: str):  # type: ignore[no-untyped-def]
 def cmd_scan(args: argparse.Namespace) -> int:
     """Scan each file in-process; print a summary per file and optionally write JSON reports."""
     from pipelines.report import summary, to_dict, write_json
-    from pipelines.scan import load_models, scan
+    from pipelines.scan import load_models, needs_speech, scan
 
     options = _scan_options(args)
     bank = None
@@ -80,7 +77,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
         bank = HashBank.from_path(Path(args.bank))
     with err.status("loading models…"):
-        models = load_models(options)
+        # Whisper and the text model only when some file has audio to transcribe.
+        models = load_models(options, speech=needs_speech(args.paths, options))
     reports, worst = [], EXIT_OK
     for index, name in enumerate(args.paths):
         path = Path(name)
@@ -557,19 +555,36 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ScanError as exc:
         err.print(f"incitescan: {exc.message}", markup=False, highlight=False)
         return exc.exit_code
-    except ValidationError as exc:  # INCITESCAN_* settings of the service
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
-        name = "_".join(str(part) for part in first["loc"]).upper()
-        err.print(f"incitescan: invalid setting INCITESCAN_{name}: {first['msg']}",
-                  markup=False, highlight=False)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         err.print("incitescan: interrupted", markup=False, highlight=False)
         return 130
-    except (OSError, RedisConnectionError, OperationalError) as exc:
-        # Broker, database or disk unreachable: say which, without a traceback.
-        err.print(f"incitescan: {type(exc).__name__}: {exc}", markup=False, highlight=False)
-        return EXIT_INTERNAL
+    except Exception as exc:
+        if isinstance(exc, _loaded_classes(("pydantic", "ValidationError"))):
+            # INCITESCAN_* settings of the service
+            first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+            name = "_".join(str(part) for part in first["loc"]).upper()
+            err.print(f"incitescan: invalid setting INCITESCAN_{name}: {first['msg']}",
+                      markup=False, highlight=False)
+            return EXIT_BAD_INPUT
+        unreachable = _loaded_classes(("redis.exceptions", "ConnectionError"),
+                                      ("kombu.exceptions", "OperationalError"))
+        if isinstance(exc, (OSError, *unreachable)):
+            # Broker, database or disk unreachable: say which, without a traceback.
+            err.print(f"incitescan: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+            return EXIT_INTERNAL
+        raise
+
+
+def _loaded_classes(*names: tuple[str, str]) -> tuple[type[BaseException], ...]:
+    """The exception classes `(module, name)` of modules already imported. The service's
+    libraries (pydantic, redis, kombu) take about a second to import; a command that never
+    imported one cannot have raised its errors, so `scan` does not import them at all."""
+    found = []
+    for module, name in names:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
 
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
