@@ -1,11 +1,16 @@
 """Speed of a scan against the script a user would write first, on the same machine in one go.
 
-    .venv/bin/python bench/perf.py [--quick] [--work DIR] [--repeat N] [--doc]
+    .venv/bin/python bench/perf.py [--quick] [--videos A,B] [--work DIR] [--repeat N] [--doc]
+    .venv/bin/python bench/perf.py --check 2.0      # the CI speed guard (scripts/test.sh)
 
 Test videos are made once with ffmpeg from `samples/` into the work folder (default
 ~/.cache/incitescan/bench, outside the repository): a 1-minute 1280x720 25 fps video with speech,
-knives and guns (threat_knife + threat_gun_drill + threat_speech_only), and a 10-minute
-1920x1080 25 fps one (all eight samples, looped).
+knives and guns (threat_knife + threat_gun_drill + threat_speech_only) as cut from the samples'
+still photos; the same minute as handheld footage (the picture sways, trembles and is grainy in
+every frame), with the drill beat under all the speech, and silent after 12 s; and a 10-minute
+1920x1080 25 fps one (all eight samples, looped). `--check RATIO` runs only the baseline and
+ours on a 20-s handheld clip with speech and exits 1 (printing every stage's seconds) unless
+ours is RATIO times faster.
 
 Every measured run is a fresh Python process (so peak RSS and warm caches never mix):
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -112,6 +112,14 @@ class ScanModels:
     # The speech model's name@version when the options name one but it was not loaded (no
     # video of the scan has audio): reports name it all the same.
     speech_ref: str = ""
+    # The text model still loading in the background (`load_models(..., text_later=True)`).
+    text_loading: Future[None] | None = None
+
+    def wait_for_text_model(self) -> None:
+        """Block until the text model loaded in the background is ready (re-raising its
+        error); a no-op when it was loaded with the others."""
+        if self.text_loading is not None:
+            self.text_loading.result()
 
     @property
     def refs(self) -> dict[str, str]:
@@ -175,18 +183,26 @@ def _load_detectors(specs: Sequence[ModelSpec], options: DetectorOptions) -> lis
     return [build_detector(spec, options) for spec in specs]
 
 
-def _load_speech(spec: ModelSpec, options: SpeechOptions) -> Transcriber:
+def _load_speech(spec: ModelSpec, options: SpeechOptions, text: bool) -> Transcriber:
     transcriber = build_transcriber(spec, options)
-    warm_text_model()
+    if text:
+        warm_text_model()
     return transcriber
 
 
-def load_models(options: ScanOptions, *, speech: bool = True) -> ScanModels:
+_text_loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-text")
+
+
+def load_models(options: ScanOptions, *, speech: bool = True, text_later: bool = False
+                ) -> ScanModels:
     """Verify and load every model `options` names (raises WeightsMissing/WeightsCorrupt).
 
     The detectors load on one thread while the transcriber and then the text model load on
     another (their runtimes load weights and compile without the GIL). `speech=False` (no video
-    to scan has audio) loads neither the transcriber nor the text model."""
+    to scan has audio) loads neither the transcriber nor the text model. With `text_later`
+    (a one-shot command) the text model goes on loading in the background while the first
+    scan decodes, detects and transcribes; `scan` waits for it before the language analysis,
+    the only stage that uses it."""
     manifest = load_manifest()
     detector_specs = [_spec(manifest, name) for name in options.detectors]
     speech_spec = (_spec(manifest, options.speech_model_name) if options.speech_model
@@ -195,12 +211,13 @@ def load_models(options: ScanOptions, *, speech: bool = True) -> ScanModels:
         return ScanModels(detectors=_load_detectors(detector_specs, options.detector),
                           transcriber=None, speech_ref=speech_spec.ref if speech_spec else "")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-speech") as pool:
-        transcriber = pool.submit(_load_speech, speech_spec, options.speech)
+        transcriber = pool.submit(_load_speech, speech_spec, options.speech, not text_later)
         try:
             detectors = _load_detectors(detector_specs, options.detector)
         finally:
             loaded = transcriber.result()  # never leave it loading (or its error unseen)
-    return ScanModels(detectors=detectors, transcriber=loaded)
+    text = _text_loader.submit(warm_text_model) if text_later else None
+    return ScanModels(detectors=detectors, transcriber=loaded, text_loading=text)
 
 
 def model_refs(options: ScanOptions) -> dict[str, str]:
@@ -504,6 +521,10 @@ def scan(
                                        on_hash=early, timings=timings))
         timings["decode_detect"] = time.perf_counter() - detect_started
         speech, heard = speech_job.result() if speech_job is not None else (None, [])
+    waited = time.perf_counter()
+    models.wait_for_text_model()
+    if models.text_loading is not None:
+        timings["wait_text_model"] = time.perf_counter() - waited
 
     result = finish(info, options, chunks, vision, speech, models.refs, timings=timings,
                     audio=heard, bank=bank)

@@ -78,7 +78,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         bank = HashBank.from_path(Path(args.bank))
     with err.status("loading models…"):
         # Whisper and the text model only when some file has audio to transcribe.
-        models = load_models(options, speech=needs_speech(args.paths, options))
+        # The text model finishes loading while the first scan runs.
+        models = load_models(options, speech=needs_speech(args.paths, options), text_later=True)
     reports, worst = [], EXIT_OK
     for index, name in enumerate(args.paths):
         path = Path(name)

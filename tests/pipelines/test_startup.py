@@ -94,3 +94,27 @@ def test_the_cli_imports_no_model_runtime_or_service_library(repo_root: Path) ->
                          text=True, check=True).stdout
     assert out.strip() == ""
 
+
+
+def test_a_one_shot_scan_loads_the_text_model_while_it_scans(
+        monkeypatch, threat_speech_only_video: Path) -> None:
+    """`text_later`: load_models returns before the text model is loaded; the scan waits for it
+    only before the language analysis, and still finds the spoken threats."""
+    import threading
+
+    require_model("whisper-base")
+    release = threading.Event()
+    real_warm = SCAN.warm_text_model
+
+    def slow_warm() -> None:
+        assert release.wait(120)
+        real_warm()
+
+    monkeypatch.setattr(SCAN, "warm_text_model", slow_warm)
+    options = ScanOptions(detectors=())
+    models = load_models(options, text_later=True)
+    assert models.text_loading is not None and not models.text_loading.done()
+    release.set()
+    result = scan(threat_speech_only_video, options, models=models)
+    assert models.text_loading.done() and "wait_text_model" in result.timings
+    assert result.threat_hits
