@@ -562,7 +562,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if isinstance(exc, _loaded_classes(("pydantic", "ValidationError"))):
             # INCITESCAN_* settings of the service
-            first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+            errors = exc.errors()  # type: ignore[attr-defined]
+            first = errors[0] if errors else {"loc": (), "msg": str(exc)}
             name = "_".join(str(part) for part in first["loc"]).upper()
             err.print(f"incitescan: invalid setting INCITESCAN_{name}: {first['msg']}",
                       markup=False, highlight=False)
