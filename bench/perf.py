@@ -1,11 +1,16 @@
 """Speed of a scan against the script a user would write first, on the same machine in one go.
 
-    .venv/bin/python bench/perf.py [--quick] [--work DIR] [--repeat N] [--doc]
+    .venv/bin/python bench/perf.py [--quick] [--videos A,B] [--work DIR] [--repeat N] [--doc]
+    .venv/bin/python bench/perf.py --check 2.0      # the CI speed guard (scripts/test.sh)
 
 Test videos are made once with ffmpeg from `samples/` into the work folder (default
 ~/.cache/incitescan/bench, outside the repository): a 1-minute 1280x720 25 fps video with speech,
-knives and guns (threat_knife + threat_gun_drill + threat_speech_only), and a 10-minute
-1920x1080 25 fps one (all eight samples, looped).
+knives and guns (threat_knife + threat_gun_drill + threat_speech_only) as cut from the samples'
+still photos; the same minute as handheld footage (the picture sways, trembles and is grainy in
+every frame), with the drill beat under all the speech, and silent after 12 s; and a 10-minute
+1920x1080 25 fps one (all eight samples, looped). `--check RATIO` runs only the baseline and
+ours on a 20-s handheld clip with speech and exits 1 (printing every stage's seconds) unless
+ours is RATIO times faster.
 
 Every measured run is a fresh Python process (so peak RSS and warm caches never mix):
 
@@ -49,15 +54,25 @@ SAMPLES = REPO / "samples"
 DOC = REPO / "docs" / "performance.md"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 FPS = 1.0
+THREATS = ("threat_knife.mp4", "threat_gun_drill.mp4", "threat_speech_only.mp4")
 VIDEOS = {
-    # name: (seconds, width, height, source clips)
-    "720p-1min": (60, 1280, 720, ("threat_knife.mp4", "threat_gun_drill.mp4",
-                                   "threat_speech_only.mp4")),
+    # name: (seconds, width, height, source clips, style). Styles (`restyle`): "" as cut from
+    # the samples (still photos); "handheld": the picture shakes and is grainy in every frame,
+    # as a phone in a hand; "music": the drill beat mixed under the speech all through;
+    # "silence": nothing heard after the first 12 s.
+    "720p-1min": (60, 1280, 720, THREATS, ""),
+    "720p-handheld": (60, 1280, 720, THREATS, "handheld"),
+    "720p-music": (60, 1280, 720, THREATS, "music"),
+    "720p-silence": (60, 1280, 720, THREATS, "silence"),
+    # The CI guard's clip (scripts/test.sh): short, handheld, with speech.
+    "720p-handheld-20s": (20, 1280, 720, ("threat_knife.mp4",), "handheld"),
     "1080p-10min": (600, 1920, 1080, ("threat_knife.mp4", "benign_street.mp4",
                                       "threat_gun_drill.mp4", "kitchen_benign.mp4",
                                       "threat_speech_only.mp4", "music_only.mp4",
-                                      "benign_slang.mp4", "weapon_silent.mp4")),
+                                      "benign_slang.mp4", "weapon_silent.mp4"), ""),
 }
+# Run by default (without --videos); --quick runs the first only.
+DEFAULT_VIDEOS = ("720p-1min", "720p-handheld", "720p-music", "720p-silence", "1080p-10min")
 STAGES = ("load", "probe", "decode", "detect", "transcribe", "analyse", "fuse", "total")
 
 
@@ -78,7 +93,7 @@ def _has_audio(path: Path) -> bool:
 
 def make_video(name: str, work: Path) -> Path:
     """The test video `name` in `work`, made from the samples unless already there."""
-    seconds, width, height, clips = VIDEOS[name]
+    seconds, width, height, clips, style = VIDEOS[name]
     target = work / f"{name}.mp4"
     if target.exists():
         return target
@@ -104,8 +119,40 @@ def make_video(name: str, work: Path) -> Path:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(once),
                     "-t", str(seconds), "-c", "copy", str(partial)], check=True)
     once.unlink()
+    if style:
+        styled = work / f".{name}-styled.mp4"
+        restyle(partial, styled, style, width, height, encode)
+        partial.unlink()
+        partial = styled
     partial.replace(target)
     return target
+
+
+def restyle(source: Path, target: Path, style: str, width: int, height: int,
+            encode: list[str]) -> None:
+    """`source` made to look or sound like what users upload (see `VIDEOS`)."""
+    run = ["ffmpeg", "-v", "error", "-y", "-i", str(source)]
+    if style == "handheld":
+        # Zoom in 12.5 % and move the crop on two slow sways and a fast tremor (a different
+        # picture every frame, as held in a hand), with fresh grain in every frame.
+        big_w, big_h = width * 9 // 8 // 2 * 2, height * 9 // 8 // 2 * 2
+        x = "(iw-ow)/2*(1+0.8*sin(2*PI*t/2.9))+6*sin(2*PI*t*3.1)"
+        y = "(ih-oh)/2*(1+0.8*sin(2*PI*t/2.3+1))+4*sin(2*PI*t*2.7)"
+        video = (f"scale={big_w}:{big_h},crop={width}:{height}:x='{x}':y='{y}',"
+                 "noise=alls=10:allf=t")
+        command = [*run, "-vf", video, *encode]
+    elif style == "music":
+        beat = SAMPLES / "music_only.mp4"
+        mix = ("[1:a]aresample=44100,aformat=channel_layouts=mono,volume=0.8[m];"
+               "[0:a][m]amix=inputs=2:duration=first:normalize=0[a]")
+        command = [*run, "-stream_loop", "-1", "-i", str(beat), "-filter_complex", mix,
+                   "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "aac", "-b:a", "96k"]
+    elif style == "silence":
+        command = [*run, "-af", "volume=0:enable='gt(t,12)'", "-c:v", "copy", "-c:a", "aac",
+                   "-b:a", "96k"]
+    else:
+        raise ValueError(f"unknown video style {style!r}")
+    subprocess.run([*command, str(target)], check=True)
 
 
 def _duration(path: Path) -> float:
@@ -542,6 +589,31 @@ def save(path: Path, runs: list[dict[str, Any]], evals: dict[str, dict[str, Any]
                                indent=1, default=str))
 
 
+def check_speedup(work: Path, minimum: float, tries: int = 2) -> int:
+    """The CI guard: baseline and ours on the short handheld clip with speech, in this job, one
+    fresh process each; 0 when ours is at least `minimum` times faster (scan wall time, models
+    loaded beforehand in both), else 1 with every stage's timings. A ratio, never a time: the
+    machine may be slow or busy, but both pipelines run on it alike. A failed try is run again
+    (order swapped) before failing, so one burst of other work does not fail the job."""
+    path = make_video("720p-handheld-20s", work)
+    best = 0.0
+    for attempt in range(tries):
+        kinds = ("baseline", "ours") if attempt % 2 == 0 else ("ours", "baseline")
+        records = {kind: measure(kind, str(path)) for kind in kinds}
+        ratio = records["baseline"]["timings"]["total"] / records["ours"]["timings"]["total"]
+        best = max(best, ratio)
+        print(f"speed guard: ours {ratio:.2f}x faster than the baseline on {path.name} "
+              f"(need {minimum:.1f}x; load avg {os.getloadavg()[0]:.1f})", file=sys.stderr)
+        if ratio >= minimum:
+            return 0
+        for kind, record in records.items():
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in record["timings"].items())
+            print(f"  {kind}: {stages}", file=sys.stderr)
+    print(f"speed guard FAILED: best {best:.2f}x < {minimum:.1f}x (stage seconds above)",
+          file=sys.stderr)
+    return 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -557,6 +629,11 @@ def main() -> None:
     parser.add_argument("--doc", action="store_true", help="write docs/performance.md's table")
     parser.add_argument("--tables-from", type=Path, metavar="JSON",
                         help="print (and with --doc write) the tables of a saved run, run nothing")
+    parser.add_argument("--videos", help=f"comma-separated, of {', '.join(VIDEOS)} (default: "
+                        f"{', '.join(DEFAULT_VIDEOS)})")
+    parser.add_argument("--check", type=float, metavar="RATIO",
+                        help="CI guard: exit 1 unless ours is RATIO times faster than the "
+                        "baseline on a 20-s handheld clip with speech; runs nothing else")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "TARGET", "OUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -571,20 +648,27 @@ def main() -> None:
         if args.doc:
             write_doc(text)
         return
-    videos = ["720p-1min"] if args.quick else list(VIDEOS)
+    if args.check:
+        sys.exit(check_speedup(args.work, args.check))
+    videos = ([v for v in args.videos.split(",") if v] if args.videos
+              else [DEFAULT_VIDEOS[0]] if args.quick else list(DEFAULT_VIDEOS))
+    unknown = sorted(set(videos) - set(VIDEOS))
+    if unknown:
+        parser.error(f"unknown video(s): {', '.join(unknown)}")
     repeat = args.repeat or (1 if args.quick else 2)
     paths = {name: make_video(name, args.work) for name in videos}
     runs: list[dict[str, Any]] = []
     for name in videos:
-        # Repeats on the 1-minute video; the 10-minute one runs once (minutes per run).
-        for i in range(repeat if name == videos[0] else 1):
+        long = VIDEOS[name][0] > 120
+        # Repeats on the short videos; the 10-minute one runs once (minutes per run).
+        for i in range(1 if long else repeat):
             # Alternate the order so a load change on the shared machine hits both alike.
             kinds = PIPELINES if i % 2 == 0 else PIPELINES[::-1]
             for kind in kinds:
-                if kind == "ours-every-frame" and name != videos[0]:
-                    continue  # the every-frame comparison on the 1-minute video is enough
-                if kind == "baseline" and name != videos[0] and (i or not args.baseline_long):
-                    continue  # the 10-minute baseline at most once: it takes many minutes
+                if kind == "ours-every-frame" and (long or VIDEOS[name][4] != ""):
+                    continue  # still-shot reuse gains only on still shots: 1 minute shows it
+                if kind == "baseline" and long and not args.baseline_long:
+                    continue  # the 10-minute baseline only on request: it takes many minutes
                 record = measure(kind, str(paths[name]))
                 record["video"] = name
                 runs.append(record)

@@ -73,23 +73,27 @@ BENIGN_LINES = (
     "My mum is buying a new kettle.",
 )
 
-CONFIGS = ("none", "initial_prompt", "hotwords", "both", "hotwords_framed")
+CONFIGS = ("none", "initial_prompt", "hotwords", "both", "hotwords_framed", "hotwords_unguarded")
 
 
 def hint_options(config: str, threads: int) -> SpeechOptions:
     """Scanner speech options for one hint setting (everything else at the scan's defaults):
     the lexicon primer as a bare list, or framed as a finished sentence ("Slang: ...") so that
-    the decoder is less tempted to continue the list."""
+    the decoder is less tempted to continue the list. Hotwords are guarded as in a scan (a
+    window whose hinted decode fails is decoded without them); "hotwords_unguarded" is
+    faster-whisper's own handling, every fallback primed (issue 26)."""
     hints = decoding_hints()
     prompt = hints if config in {"initial_prompt", "both"} else None
-    hotwords = {"hotwords": hints, "both": hints, "hotwords_framed": f"Slang: {hints}."}.get(config)
-    return replace(
+    hotwords = {"hotwords": hints, "both": hints, "hotwords_framed": f"Slang: {hints}.",
+                "hotwords_unguarded": hints}.get(config)
+    options = replace(
         SpeechOptions(),
         language=LANGUAGE,
         initial_prompt=prompt,
         hotwords=hotwords,
         cpu_threads=threads,
     )
+    return replace(options, hint_max_tokens=0) if config == "hotwords_unguarded" else options
 
 
 def decode_16k(path: Path) -> np.ndarray:
@@ -154,16 +158,18 @@ def clips() -> list[dict]:
     return found
 
 
-def transcribe_all(items: list[dict], cache: Path, threads: int, fresh: bool) -> dict:
+def transcribe_all(items: list[dict], cache: Path, threads: int, fresh: bool,
+                   configs: tuple[str, ...] = CONFIGS) -> dict:
     """config -> clip id -> transcript text, from the cache where present."""
     done: dict[str, dict[str, str]] = {}
     if cache.exists() and not fresh:
         done = json.loads(cache.read_text())
-    setup = f"hints={decoding_hints()}; language={LANGUAGE}"
+    guard = SpeechOptions().hint_max_tokens
+    setup = f"hints={decoding_hints()}; language={LANGUAGE}; guard={guard}"
     if done.get("_setup") != setup:
         done = {"_setup": setup}  # type: ignore[dict-item]
     spec = load_manifest()["whisper-base"]
-    for config in CONFIGS:
+    for config in configs:
         table = done.setdefault(config, {})
         todo = [c for c in items if c["id"] not in table]
         if not todo:
@@ -173,9 +179,12 @@ def transcribe_all(items: list[dict], cache: Path, threads: int, fresh: bool) ->
         for clip in todo:
             transcript = transcriber.transcribe(clip["audio"])
             table[clip["id"]] = " ".join(s.text for s in transcript.segments).strip()
-        print(
-            f"{config}: {len(todo)} clips in {time.perf_counter() - started:.0f} s", file=sys.stderr
-        )
+        seconds = time.perf_counter() - started
+        done.setdefault("_seconds", {})[config] = round(seconds, 1)  # type: ignore[index]
+        fallbacks = getattr(transcriber, "hint_fallbacks", 0)
+        done.setdefault("_hint_fallbacks", {})[config] = fallbacks  # type: ignore[index]
+        print(f"{config}: {len(todo)} clips in {seconds:.0f} s, {fallbacks} windows decoded "
+              "again without hints", file=sys.stderr)
         cache.write_text(json.dumps(done, indent=1))
     return done
 
@@ -185,7 +194,7 @@ def lexicon_terms(text: str, analyser: LexiconAnalyser) -> set[str]:
     return {entry.term for _, entry in analyser.matches(text)}
 
 
-def score(items: list[dict], transcripts: dict) -> dict:
+def score(items: list[dict], transcripts: dict, configs: tuple[str, ...] = CONFIGS) -> dict:
     """Per config and matcher: slang terms recovered, false insertions, WER on real speech."""
     import jiwer
     from whisper.normalizers import EnglishTextNormalizer
@@ -193,7 +202,7 @@ def score(items: list[dict], transcripts: dict) -> dict:
     normalise = EnglishTextNormalizer()
     matchers = {"exact": LexiconAnalyser(fuzzy=False), "fuzzy": LexiconAnalyser(fuzzy=True)}
     results: dict = {"hints": decoding_hints(), "configs": {}}
-    for config in CONFIGS:
+    for config in configs:
         heard = transcripts[config]
         row: dict = {}
         for name, matcher in matchers.items():
@@ -227,19 +236,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fresh", action="store_true", help="re-transcribe everything")
     parser.add_argument("--show", action="store_true", help="print every transcript")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated hint settings of {', '.join(CONFIGS)}")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    configs = tuple(c for c in args.configs.split(",") if c)
+    unknown = sorted(set(configs) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown hint setting(s): {', '.join(unknown)}")
     items = clips()
     transcripts = transcribe_all(
-        items, args.out.with_name("slang_asr_transcripts.json"), args.threads, args.fresh
+        items, args.out.with_name("slang_asr_transcripts.json"), args.threads, args.fresh, configs
     )
-    results = score(items, transcripts)
+    results = score(items, transcripts, configs)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.show:
         for clip in items:
             print(f"\n{clip['id']}: {clip['text']}")
-            for config in CONFIGS:
+            for config in configs:
                 print(f"  {config:>14}: {transcripts[config][clip['id']]}")
     print(
         "| hints | matcher | slang terms recovered | inserted (slang lines) "

@@ -9,22 +9,24 @@ transcribes (both model runtimes release the GIL). Workers run the very same fun
 chunk per task, so a distributed scan gives the same result as `scan` by construction.
 
 Models are loaded by `load_models` once and reused across scans (a worker process keeps them);
-`scan` loads them itself when none are given."""
+`scan` loads them itself when none are given, and then only those the video needs."""
 
 from __future__ import annotations
 
 import heapq
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .errors import ScanError
 from .fusion import FusionOptions, add_known_content, fuse
 from .language import LEXICON_VERSION, analyse_transcript, decoding_hints, load_text_model
+from .language.classifier import text_model_ref
 from .matching import (
     EarlyMatcher,
     HashBank,
@@ -129,6 +131,17 @@ class ScanModels:
 
     detectors: list[Detector]
     transcriber: Transcriber | None
+    # The speech model's name@version when the options name one but it was not loaded (no
+    # video of the scan has audio): reports name it all the same.
+    speech_ref: str = ""
+    # The text model still loading in the background (`load_models(..., text_later=True)`).
+    text_loading: Future[None] | None = None
+
+    def wait_for_text_model(self) -> None:
+        """Block until the text model loaded in the background is ready (re-raising its
+        error); a no-op when it was loaded with the others."""
+        if self.text_loading is not None:
+            self.text_loading.result()
 
     @property
     def refs(self) -> dict[str, str]:
@@ -138,9 +151,11 @@ class ScanModels:
             music = getattr(self.transcriber, "music", self.transcriber)
             if music.name != self.transcriber.name:
                 refs["speech:music"] = music.name
+        elif self.speech_ref:
+            refs["speech"] = self.speech_ref
         refs["lexicon"] = LEXICON_VERSION
         if self.transcriber is not None:
-            refs["text"] = load_text_model().name
+            refs["text"] = text_model_ref()
         return refs
 
 
@@ -183,24 +198,61 @@ def _spec(manifest: dict[str, ModelSpec], name: str) -> ModelSpec:
     return manifest[name]
 
 
-def load_models(options: ScanOptions) -> ScanModels:
-    """Verify and load every model `options` names (raises WeightsMissing/WeightsCorrupt)."""
-    options = usable_options(options)[0]  # optional models not installed are left out
+def warm_text_model() -> None:
+    """Load the language analysis' text model now (it loads on first use otherwise): it takes
+    seconds, better spent beside the other models than in the first scan that hears speech."""
+    import torch  # noqa: F401  (imported whole here first: the detectors' thread imports it too)
+
+    load_text_model()
+
+
+def _load_detectors(specs: Sequence[ModelSpec], options: DetectorOptions) -> list[Detector]:
+    return [build_detector(spec, options) for spec in specs]
+
+
+def _load_speech(spec: ModelSpec, music_spec: ModelSpec | None, options: ScanOptions,
+                 text: bool) -> Transcriber:
+    plain = build_transcriber(spec, options.speech)
+    music = build_transcriber(music_spec, options.speech) if music_spec is not None else None
+    if text:
+        warm_text_model()
+    return MusicAwareTranscriber(plain, music, front_end=options.music_front_end)
+
+
+_text_loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-text")
+
+
+def load_models(options: ScanOptions, *, speech: bool = True, text_later: bool = False
+                ) -> ScanModels:
+    """Verify and load every model `options` names (raises WeightsMissing/WeightsCorrupt);
+    optional models that are not installed are left out (`usable_options`).
+
+    The detectors load on one thread while the transcribers (the scan's, and the one used under
+    music) and then the text model load on another (their runtimes load weights and compile
+    without the GIL). `speech=False` (no video to scan has audio) loads neither the transcriber
+    nor the text model. With `text_later` (a one-shot command) the text model goes on loading in
+    the background while the first scan decodes, detects and transcribes; `scan` waits for it
+    before the language analysis, the only stage that uses it."""
+    options = usable_options(options)[0]
     manifest = load_manifest()
-    detectors = [build_detector(_spec(manifest, name), options.detector)
-                 for name in options.detectors]
-    transcriber: Transcriber | None = None
-    if options.speech_model:
-        plain = build_transcriber(_spec(manifest, options.speech_model_name), options.speech)
-        music_name = SPEECH_MODELS.get(options.music_speech_model, options.music_speech_model)
-        music = (build_transcriber(_spec(manifest, music_name), options.speech)
-                 if music_name and music_name != options.speech_model_name else None)
-        transcriber = MusicAwareTranscriber(plain, music, front_end=options.music_front_end)
-    if transcriber is not None:
-        # The language classifier takes seconds to load: load it with the other models rather
-        # than in the middle of the first scan that hears speech.
-        load_text_model()
-    return ScanModels(detectors=detectors, transcriber=transcriber)
+    detector_specs = [_spec(manifest, name) for name in options.detectors]
+    speech_spec = (_spec(manifest, options.speech_model_name) if options.speech_model
+                   else None)  # unknown names fail here, before anything loads
+    if speech_spec is None or not speech:
+        return ScanModels(detectors=_load_detectors(detector_specs, options.detector),
+                          transcriber=None, speech_ref=speech_spec.ref if speech_spec else "")
+    music_name = SPEECH_MODELS.get(options.music_speech_model, options.music_speech_model)
+    music_spec = (_spec(manifest, music_name)
+                  if music_name and music_name != options.speech_model_name else None)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-speech") as pool:
+        transcriber = pool.submit(_load_speech, speech_spec, music_spec, options,
+                                  not text_later)
+        try:
+            detectors = _load_detectors(detector_specs, options.detector)
+        finally:
+            loaded = transcriber.result()  # never leave it loading (or its error unseen)
+    text = _text_loader.submit(warm_text_model) if text_later else None
+    return ScanModels(detectors=detectors, transcriber=loaded, text_loading=text)
 
 
 def model_refs(options: ScanOptions) -> dict[str, str]:
@@ -363,6 +415,20 @@ def wants_speech(info: MediaInfo, options: ScanOptions) -> bool:
     return bool(options.speech_model) and info.has_audio
 
 
+def needs_speech(paths: Sequence[Path | str], options: ScanOptions) -> bool:
+    """Whether scanning `paths` with `options` transcribes anything (probes each file; one that
+    cannot be probed needs nothing, its scan fails with the probe's own message)."""
+    if not options.speech_model:
+        return False
+    for path in paths:
+        try:
+            if wants_speech(probe(Path(path), options.limits), options):
+                return True
+        except ScanError:
+            continue
+    return False
+
+
 def finish(
     info: MediaInfo,
     options: ScanOptions,
@@ -480,7 +546,7 @@ def scan(
     scan_started = started = time.perf_counter()
     info = probe(Path(path), options.limits)
     timings["probe"] = time.perf_counter() - started
-    models = models or load_models(options)
+    models = models or load_models(options, speech=wants_speech(info, options))
     chunks = plan_chunks(info, options)
     total_frames = max(1.0, info.duration * options.fps)
 
@@ -506,6 +572,10 @@ def scan(
                                        on_hash=early, timings=timings))
         timings["decode_detect"] = time.perf_counter() - detect_started
         speech, heard = speech_job.result() if speech_job is not None else (None, [])
+    waited = time.perf_counter()
+    models.wait_for_text_model()
+    if models.text_loading is not None:
+        timings["wait_text_model"] = time.perf_counter() - waited
 
     result = finish(info, options, chunks, vision, speech, models.refs, timings=timings,
                     audio=heard, bank=bank, skipped=skipped)

@@ -34,6 +34,10 @@ class SpeechOptions:
     vad_filter: bool = True
     initial_prompt: str | None = None
     hotwords: str | None = None
+    # A window decoded with the hotwords may write at most this many tokens; a longer,
+    # repetitive or improbable one is decoded again without them (`hinted_model_class`).
+    # 0: faster-whisper's own handling (every fallback primed; for benchmarks).
+    hint_max_tokens: int = 160
     cpu_threads: int = 0  # 0: all cores
     # Hallucination guard thresholds (Whisper's own defaults, applied per segment).
     no_speech_threshold: float = 0.6
@@ -75,18 +79,93 @@ def _word(raw: Any) -> Word:
                 text=str(raw.word).strip(), probability=round(float(raw.probability), 4))
 
 
+def hinted_model_class(hint_max_tokens: int) -> type:
+    """faster-whisper's `WhisperModel` with hotwords that cannot make a window expensive.
+
+    faster-whisper puts the hotwords before every 30-second window's prompt. On a window with
+    no clear speech (a beat the voice filter let through) the decoder then tends to continue the
+    word list ("skeng, shank, skeng, ...") up to the token limit; the result is too repetitive,
+    so Whisper's fallback decodes the window again at five temperatures with five sampled
+    candidates each, every one primed the same way and running to the limit: 15 s of beat took
+    23 s instead of 4.6 s (docs/performance.md). Here a window is decoded once, greedily, with
+    the hotwords and at most `hint_max_tokens` new tokens; if that result is cut off, too
+    repetitive or too improbable, the window is decoded exactly as it would be without
+    hotwords (faster-whisper's own fallback on the plain prompt). The worst case is the cost
+    without hints plus one bounded greedy decode."""
+    from faster_whisper import WhisperModel
+
+    if hint_max_tokens <= 0:
+        return WhisperModel
+
+    class HintGuardedWhisperModel(WhisperModel):  # type: ignore[misc]
+        hint_fallbacks = 0  # windows decoded again without hotwords (for benchmarks and tests)
+
+        def generate_with_fallback(self, encoder_output: Any, prompt: list[int],
+                                   tokenizer: Any, options: Any) -> Any:
+            plain = _plain_prompt(prompt, tokenizer, options.hotwords, self.max_length)
+            if plain is None:  # no hotwords (or a prompt shape this version does not build)
+                return super().generate_with_fallback(encoder_output, prompt, tokenizer, options)
+            limit = min(hint_max_tokens, self.max_length - len(prompt))
+            greedy = replace(options, temperatures=[0.0], max_new_tokens=limit)
+            decoded = super().generate_with_fallback(encoder_output, prompt, tokenizer, greedy)
+            result, avg_logprob, _, compression_ratio = decoded
+            if hint_result_acceptable(len(result.sequences_ids[0]), limit, avg_logprob,
+                                      compression_ratio, result.no_speech_prob, options):
+                return decoded
+            self.hint_fallbacks += 1
+            return super().generate_with_fallback(encoder_output, plain, tokenizer, options)
+
+    return HintGuardedWhisperModel
+
+
+def _plain_prompt(prompt: list[int], tokenizer: Any, hotwords: str | None, max_length: int
+                  ) -> list[int] | None:
+    """`prompt` without the hotwords faster-whisper put in it (its `get_prompt`: previous-text
+    marker, hotword tokens, previous tokens, start of transcript), or None when there are no
+    hotwords or the prompt is not built that way."""
+    if not hotwords or not prompt or prompt[0] != tokenizer.sot_prev:
+        return None
+    hint = tokenizer.encode(" " + hotwords.strip())[: max_length // 2 - 1]
+    if prompt[1:1 + len(hint)] != hint:
+        return None
+    rest = prompt[1 + len(hint):]
+    sot = list(tokenizer.sot_sequence)
+    return rest if rest[:len(sot)] == sot else [tokenizer.sot_prev, *rest]
+
+
+def hint_result_acceptable(tokens: int, limit: int, avg_logprob: float,
+                           compression_ratio: float, no_speech_prob: float,
+                           options: Any) -> bool:
+    """Whether a window decoded with hotwords stands: not cut off at the token limit, and not a
+    result Whisper's fallback would decode again (too repetitive, or improbable unless it is
+    silence, which is skipped anyway)."""
+    if tokens >= limit:
+        return False
+    if (options.compression_ratio_threshold is not None
+            and compression_ratio > options.compression_ratio_threshold):
+        return False
+    if options.log_prob_threshold is None or avg_logprob >= options.log_prob_threshold:
+        return True
+    return (options.no_speech_threshold is not None
+            and no_speech_prob > options.no_speech_threshold)
+
+
 class FasterWhisperTranscriber:
-    """faster-whisper on the CPU with int8 weights."""
+    """faster-whisper on the CPU with int8 weights (hotwords guarded: `hinted_model_class`)."""
 
     def __init__(self, spec: ModelSpec, path: Path, options: SpeechOptions) -> None:
-        from faster_whisper import WhisperModel
-
         self.name = spec.ref
         self._options = options
         self._english_only = spec.name.endswith(".en")
         threads = options.cpu_threads or os.cpu_count() or 1
-        self._model = WhisperModel(str(path), device="cpu", compute_type="int8",
-                                   cpu_threads=threads)
+        model_class = hinted_model_class(options.hint_max_tokens)
+        self._model = model_class(str(path), device="cpu", compute_type="int8",
+                                  cpu_threads=threads)
+
+    @property
+    def hint_fallbacks(self) -> int:
+        """Windows decoded again without hotwords so far."""
+        return int(getattr(self._model, "hint_fallbacks", 0))
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         # faster-whisper computes its features with numpy; a multi-threaded BLAS sums in another

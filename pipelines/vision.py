@@ -6,10 +6,12 @@ are kept as context and as a check on false weapon boxes."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 from .registry import Registry
 from .types import Box, Detection, Frame
 from .types import iou as box_iou
-from .weights import ModelSpec, model_path
+from .weights import ModelSpec, model_path, weights_dir
 
 WEAPON_LABELS = frozenset({"firearm", "knife", "blunt"})
 _COLOURS = {"firearm": (0, 0, 255), "knife": (0, 140, 255), "blunt": (0, 215, 255)}
@@ -107,6 +109,47 @@ def merge_boxes(detections: Sequence[Detection], iou: float = 0.5) -> list[Detec
     return kept
 
 
+OPENVINO_CACHE = "openvino-cache"  # compiled OpenVINO models, a folder of the weights cache
+_openvino_lock = threading.Lock()
+
+
+def openvino_cache_dir() -> Path | None:
+    """Where OpenVINO keeps compiled models between processes (`CACHE_DIR`): a folder of the
+    weights cache, or None when it cannot be written (the model is then compiled every time)."""
+    folder = weights_dir() / OPENVINO_CACHE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK | os.X_OK) else None
+
+
+@contextmanager
+def openvino_settings(threads: int, cache_dir: Path | None) -> Iterator[None]:
+    """While inside, every `openvino.Core()` (ultralytics makes its own and takes no settings)
+    compiles for the CPU with `threads` inference threads (0: OpenVINO's default) and reads and
+    writes compiled models in `cache_dir`: one compile, loaded from the cache after the first
+    run, instead of ultralytics' compile and a second one to set the threads."""
+    import openvino as ov
+
+    plain = ov.Core
+
+    class ConfiguredCore(plain):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if cache_dir is not None:
+                self.set_property({"CACHE_DIR": str(cache_dir)})
+            if threads > 0:
+                self.set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
+
+    with _openvino_lock:  # the class swap is process-wide: one model load at a time
+        ov.Core = ConfiguredCore
+        try:
+            yield
+        finally:
+            ov.Core = plain
+
+
 class UltralyticsDetector:
     """Any model ultralytics loads: `.pt` checkpoints (detect or pose) and OpenVINO folders."""
 
@@ -122,27 +165,16 @@ class UltralyticsDetector:
         self._imgsz = options.imgsz or spec.imgsz
         self._conf = options.min_confidence
         self._crops = 0 if "person" in self._label_map.values() else options.person_crops
-        if options.threads > 0:
-            self._limit_threads(spec, path, options.threads)
-
-    def _limit_threads(self, spec: ModelSpec, path: Path, threads: int) -> None:
-        if spec.format != "openvino":
+        if spec.format == "openvino":
+            # ultralytics builds its OpenVINO runtime on the first predict: do it now, on a
+            # blank frame, with our thread limit and the compiled-model cache.
+            with openvino_settings(options.threads, openvino_cache_dir()):
+                self._model.predict(np.zeros((self._imgsz, self._imgsz, 3), np.uint8),
+                                    imgsz=self._imgsz, conf=self._conf, verbose=False)
+        elif options.threads > 0:
             import torch
 
-            torch.set_num_threads(threads)
-            return
-        # ultralytics builds its OpenVINO runtime on the first predict and takes no thread
-        # setting: predict once on a blank frame, then recompile the same model with the limit.
-        self._model.predict(np.zeros((self._imgsz, self._imgsz, 3), np.uint8),
-                            imgsz=self._imgsz, conf=self._conf, verbose=False)
-        predictor = self._model.predictor
-        assert predictor is not None
-        backend = predictor.model.backend
-        import openvino as ov
-
-        network = ov.Core().read_model(str(next(path.glob("*.xml"))))
-        backend.ov_compiled_model = backend.compile_model(
-            network, config={"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+            torch.set_num_threads(options.threads)
 
     def _predict(self, image: np.ndarray, frame: Frame, scale: float) -> list[Detection]:
         (result,) = self._model.predict(image, imgsz=self._imgsz, conf=self._conf, verbose=False)

@@ -12,9 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kombu.exceptions import OperationalError
-from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -111,7 +108,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     """Scan each file in-process; print a summary per file and optionally write JSON reports."""
     from pipelines.optional import usable_options, warning_line
     from pipelines.report import summary, to_dict, write_json
-    from pipelines.scan import load_models, scan
+    from pipelines.scan import load_models, needs_speech, scan
 
     options = _scan_options(args)
     skipped = usable_options(options)[1]  # each report lists them too
@@ -123,7 +120,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
         bank = HashBank.from_path(Path(args.bank))
     with err.status("loading models…"):
-        models = load_models(options)
+        # Whisper and the text model only when some file has audio to transcribe.
+        # The text model finishes loading while the first scan runs.
+        models = load_models(options, speech=needs_speech(args.paths, options), text_later=True)
     reports, worst = [], EXIT_OK
     for index, name in enumerate(args.paths):
         path = Path(name)
@@ -661,19 +660,37 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ScanError as exc:
         err.print(f"incitescan: {exc.message}", markup=False, highlight=False)
         return exc.exit_code
-    except ValidationError as exc:  # INCITESCAN_* settings of the service
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
-        name = "_".join(str(part) for part in first["loc"]).upper()
-        err.print(f"incitescan: invalid setting INCITESCAN_{name}: {first['msg']}",
-                  markup=False, highlight=False)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         err.print("incitescan: interrupted", markup=False, highlight=False)
         return 130
-    except (OSError, RedisConnectionError, OperationalError) as exc:
-        # Broker, database or disk unreachable: say which, without a traceback.
-        err.print(f"incitescan: {type(exc).__name__}: {exc}", markup=False, highlight=False)
-        return EXIT_INTERNAL
+    except Exception as exc:
+        if isinstance(exc, _loaded_classes(("pydantic", "ValidationError"))):
+            # INCITESCAN_* settings of the service
+            errors = exc.errors()  # type: ignore[attr-defined]
+            first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+            name = "_".join(str(part) for part in first["loc"]).upper()
+            err.print(f"incitescan: invalid setting INCITESCAN_{name}: {first['msg']}",
+                      markup=False, highlight=False)
+            return EXIT_BAD_INPUT
+        unreachable = _loaded_classes(("redis.exceptions", "ConnectionError"),
+                                      ("kombu.exceptions", "OperationalError"))
+        if isinstance(exc, (OSError, *unreachable)):
+            # Broker, database or disk unreachable: say which, without a traceback.
+            err.print(f"incitescan: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+            return EXIT_INTERNAL
+        raise
+
+
+def _loaded_classes(*names: tuple[str, str]) -> tuple[type[BaseException], ...]:
+    """The exception classes `(module, name)` of modules already imported. The service's
+    libraries (pydantic, redis, kombu) take about a second to import; a command that never
+    imported one cannot have raised its errors, so `scan` does not import them at all."""
+    found = []
+    for module, name in names:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
 
 
 M_ARENA_MAX = -8  # glibc mallopt parameter

@@ -161,7 +161,7 @@ def test_crops_zoom_in_on_weapons_and_people(tmp_path: Path) -> None:
         boxes = read_boxes(label_of(path))
         with_weapon += bool(boxes)
         for _, cx, cy, w, h in boxes:
-            assert 0 <= cx - w / 2 and cx + w / 2 <= 1.0001 and 0 <= cy - h / 2
+            assert cx - w / 2 >= 0 and cx + w / 2 <= 1.0001 and cy - h / 2 >= 0
             assert cy + h / 2 <= 1.0001
             assert w * h > 0.02  # zoomed: the 50x20 px weapon is no longer a speck
     assert with_weapon >= 6  # most crops are around a weapon
