@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -177,7 +178,8 @@ def classifier_weight(p: float, flag: float = CLASSIFIER_FLAG_P) -> float:
 
 
 def rule_context(text: str) -> str:
-    """Why the rules overrule the classifier on `text`, or "": "figurative" when the lexicon
+    """Why the rules overrule the classifier on `text`, or "": "slang only" when every word is a
+    lexicon term (slang alone never flags), "figurative" when the lexicon
     knows a harmless use of a violent word there ("kill them with kindness", "shoot me a text"),
     "negated" when the rules find violent words or threats and every one is negated, "reported"
     when every one left is reported speech (the rules already weigh the quoted words)."""
@@ -185,6 +187,9 @@ def rule_context(text: str) -> str:
     found = LexiconAnalyser(fuzzy=False).matches(text)
     if any(entry.category == "figurative" for _, entry in found):
         return "figurative"
+    words = [(m.start(), m.end()) for m in re.finditer(r"[a-z0-9']+", norm)]
+    if words and all(any(h.start <= a and b <= h.end for h, _ in found) for a, b in words):
+        return "slang only"  # nothing but lexicon terms: slang alone never flags a line
     spans = [(h, (h.start, h.end)) for h, e in found if e.category not in HARMLESS_CATEGORIES]
     spans += PatternAnalyser().matches(text)
     if not spans:

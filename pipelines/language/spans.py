@@ -85,9 +85,9 @@ class ClassifierAnalyser:
                 found.append([])
                 continue
             p, (first, last, start, end) = best
-            where = "this line" if (first, last) == (0, len(_WORD.findall(text))) else \
-                f"words {first + 1}-{last}"
-            meaning = (f"learned classifier: p={p:.2f} that {where} threaten or incite violence "
+            where = "this line threatens or incites" if (first, last) == (
+                0, len(_WORD.findall(text))) else f"words {first + 1}-{last} threaten or incite"
+            meaning = (f"learned classifier: p={p:.2f} that {where} violence "
                        f"(flags alone from p={model.threshold:.2f})")
             found.append([SpanHit(start, end, self.name, "threat", meaning,
                                   classifier_weight(p, model.threshold))])

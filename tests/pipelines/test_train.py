@@ -218,7 +218,7 @@ def test_committed_model_finds_basegun_warmup_gun(own_detector) -> None:  # type
     found = own_detector.detect([_frame(image)], 1.0)
     assert any(d.label == "firearm" and d.confidence >= 0.4 for d in found)
     assert all(d.label == "firearm" for d in found)
-    assert all(d.model == "incitescan-weapons@0.1.0" for d in found)
+    assert all(d.model == "incitescan-weapons@0.2.0" for d in found)
 
 
 # A held-out (validation split) hand-gesture negative: no box even at 0.05.

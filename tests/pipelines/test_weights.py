@@ -156,8 +156,10 @@ def test_real_manifest_is_valid() -> None:
         "yolo11n-coco-int8",
         "yolo11n-coco",
         "incitescan-weapons",
+        "incitescan-text",
     ]
-    assert [s.name for s in manifest.values() if s.default] == list(manifest)[:4]
+    assert [s.name for s in manifest.values() if s.default] == [
+        *list(manifest)[:4], "incitescan-text"]
     assert manifest["incitescan-weapons"].folder == "incitescan-weapons_openvino_model"
     assert manifest["incitescan-weapons"].sources[0].kind == "repo"
     assert manifest["basegun-firearm"].label_map == {"weapon": "firearm"}
