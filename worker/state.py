@@ -3,6 +3,8 @@
 - `incitescan:scan:<id>` (hash): one submitted scan: its state (queued, running, done, failed),
   progress, the upload's display name and storage key, options, timestamps and failure reason;
 - `incitescan:scan:<id>:done` (set): the chunk parts finished for it (progress counts these);
+- `incitescan:scan:<id>:history` (list, oldest first): what happened to it besides the state
+  changes, e.g. a task re-enqueued because its worker died (`worker.leases`);
 - `incitescan:parts:<result key>` (hash): chunk results by part id (`detect:3`, `speech:3`);
 - `incitescan:report:<result key>`: the finished report;
 - `incitescan:dead-letters` (list, newest first): every task failure and its reason.
@@ -122,6 +124,22 @@ class ScanStore:
         if total:
             # 99 at most: the scan is 100 % done only once its report is stored.
             self.update(scan_id, parts_done=done, progress=min(99.0, round(100 * done / total, 1)))
+
+    def note(self, scan_id: str, **event: Any) -> None:
+        """Add `event` to the history of scan `scan_id`; a re-enqueue is also counted in its
+        record (`requeues`)."""
+        key = f"{self._scan(scan_id)}:history"
+        with self.client.pipeline() as pipe:
+            pipe.rpush(key, json.dumps({"at": now(), **event}))
+            pipe.expire(key, self.ttl)
+            if event.get("event") == "requeued":
+                pipe.hincrby(self._scan(scan_id), "requeues", 1)
+            pipe.execute()
+
+    def history(self, scan_id: str) -> list[dict[str, Any]]:
+        """The history events of scan `scan_id`, oldest first."""
+        events = self.client.lrange(f"{self._scan(scan_id)}:history", 0, -1)
+        return [json.loads(e) for e in events]
 
     # ----------------------------------------------------------------- parts and reports
 
