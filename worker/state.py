@@ -7,7 +7,9 @@
   changes, e.g. a task re-enqueued because its worker died (`worker.leases`);
 - `incitescan:parts:<result key>` (hash): chunk results by part id (`detect:3`, `speech:3`);
 - `incitescan:report:<result key>`: the finished report;
-- `incitescan:dead-letters` (list, newest first): every task failure and its reason.
+- `incitescan:dead-letters` (list, newest first): every task failure and its reason;
+- `incitescan:stats:scans` (hash): how many scans entered each state, and
+  `incitescan:active` (set): the ids of scans not yet done or failed (for `worker.metrics`).
 
 A result key is the sha256 of the video, the settings and the model versions, so a retried or
 duplicated task finds its part already there and a re-submitted video its report. Everything
@@ -31,6 +33,8 @@ from pipelines.scan import ScanOptions
 PREFIX = "incitescan"
 DEAD_LETTERS = f"{PREFIX}:dead-letters"
 DEAD_LETTERS_KEPT = 10_000
+SCAN_COUNTS = f"{PREFIX}:stats:scans"
+ACTIVE = f"{PREFIX}:active"
 STATES = ("queued", "running", "done", "failed")
 FINAL_STATES = ("done", "failed")
 
@@ -84,6 +88,8 @@ class ScanStore:
             pipe.hset(key, mapping={**_text(fields), "state": "queued", "progress": "0",
                                     "submitted_at": now()})
             pipe.expire(key, self.ttl)
+            pipe.hincrby(SCAN_COUNTS, "queued", 1)
+            pipe.sadd(ACTIVE, scan_id)
             pipe.execute()
 
     def get(self, scan_id: str) -> dict[str, str] | None:
@@ -106,10 +112,30 @@ class ScanStore:
                 return False
             pipe.multi()
             pipe.hset(key, mapping={**_text(fields), "state": to})
+            if to != current:
+                pipe.hincrby(SCAN_COUNTS, to, 1)
+            if to in FINAL_STATES:
+                pipe.srem(ACTIVE, scan_id)
             return True
 
         changed: bool = self.client.transaction(change, key, value_from_callable=True)
         return changed
+
+    def active_states(self) -> dict[str, int]:
+        """How many scans are queued and running now (ids whose record expired are dropped)."""
+        ids = list(self.client.smembers(ACTIVE))
+        with self.client.pipeline(transaction=False) as pipe:
+            for scan_id in ids:
+                pipe.hget(self._scan(scan_id), "state")
+            states = pipe.execute()
+        counts = {"queued": 0, "running": 0}
+        gone = [i for i, state in zip(ids, states, strict=True) if state not in counts]
+        for state in states:
+            if state in counts:
+                counts[state] += 1
+        if gone:
+            self.client.srem(ACTIVE, *gone)
+        return counts
 
     def part_done(self, scan_id: str, part: str) -> None:
         """Count `part` of scan `scan_id` as finished (idempotent) and update its progress."""

@@ -17,6 +17,7 @@ import pytest
 
 from pipelines.report import to_dict
 from pipelines.scan import ScanOptions, scan
+from service.cli import EXIT_OK, run
 from worker import client
 from worker.config import WorkerSettings
 from worker.leases import ClusterState, cluster_state
@@ -37,11 +38,22 @@ def held_by(config: WorkerSettings, hostname: str, task: str) -> list[str]:
             for t in w.tasks if t.task == task]
 
 
+def metric(text: str, name: str) -> float:
+    """The value of the sample `name` (with its labels) in Prometheus text `text`."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(name + " ")]
+    assert len(values) == 1, (name, text)
+    return values[0]
+
+
 def test_a_killed_workers_task_resumes_on_another_worker_within_a_minute(
         start_worker, worker_config: WorkerSettings, threat_knife_video: Path,
-        threat_gun_drill_video: Path, benign_street_video: Path) -> None:
+        threat_gun_drill_video: Path, benign_street_video: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # The visibility timeout is the default 20 minutes: only the leases can bring the task back.
     config = replace(worker_config, visibility_timeout=1200.0)
+    monkeypatch.setenv("INCITESCAN_BROKER_URL", config.broker_url)
+    monkeypatch.setenv("INCITESCAN_RESULT_BACKEND", config.result_backend)
     doomed = start_worker("doomed", config=config)
     survivor = start_worker("survivor", config=config)
     videos = [threat_knife_video, threat_gun_drill_video, benign_street_video] * 2
@@ -59,6 +71,11 @@ def test_a_killed_workers_task_resumes_on_another_worker_within_a_minute(
     state = cluster_state(config)
     assert {w.hostname for w in state.workers} == {"doomed@test", "survivor@test"}
     assert all(t.lease_age <= config.heartbeat + 2 for w in state.workers for t in w.tasks)
+    assert sum(sum(steps.values()) for steps in state.queues.values()) > 0, "scans wait"
+    assert run(["workers"]) == EXIT_OK
+    listing = capsys.readouterr().out
+    assert "2 live worker(s)" in listing and "doomed@test pid" in listing
+    assert re.search(r"  incitescan.detect_chunk scan [0-9a-f]{32} chunk \d", listing)
     doomed.kill()  # SIGKILL to the worker and its pool process
     killed_at = time.monotonic()
     (task_id,) = held
@@ -91,6 +108,17 @@ def test_a_killed_workers_task_resumes_on_another_worker_within_a_minute(
     assert comparable(client.result(scan_id, config=config)) == comparable(
         to_dict(scan(video, options)))
     assert [w.hostname for w in cluster_state(config).workers] == ["survivor@test"]
+
+    assert run(["workers", "--prometheus"]) == EXIT_OK
+    metrics = capsys.readouterr().out
+    assert metric(metrics, 'incitescan_requeues_total{reason="lease_lapsed"}') == 1
+    assert metric(metrics, 'incitescan_scans_total{state="done"}') == 6
+    assert metric(metrics, 'incitescan_scans_in_progress{state="running"}') == 0
+    assert metric(metrics, "incitescan_workers") == 1
+    assert metric(metrics, 'incitescan_task_duration_seconds_count{task="incitescan.'
+                           'finish_scan"}') == 6
+    # The survivor loaded the detector (the doomed worker was likely killed while loading it).
+    assert metric(metrics, 'incitescan_model_load_seconds_count{model="yolo11n-coco-int8"}') >= 1
 
 
 @pytest.mark.parametrize("to", ["main process", "process group"])
