@@ -163,11 +163,12 @@ def start_worker(worker_config: WorkerSettings, worker_models: None, tmp_path: P
                  ) -> Iterator[Callable[..., Worker]]:
     """Factory of worker subprocesses (concurrency 1, all queues); all stopped at teardown.
     `start_worker(name)` returns once the worker is consuming; `via_cli=True` starts it with
-    `incitescan worker` instead of `celery worker`; `config` replaces the test's settings."""
+    `incitescan worker` instead of `celery worker`; `config` replaces the test's settings;
+    `pause` stops the worker's pool process at that point (see tests/worker/faults.py)."""
     started: list[Worker] = []
 
     def start(name: str, queues: str = "scan,detect,speech", via_cli: bool = False,
-              config: WorkerSettings | None = None) -> Worker:
+              config: WorkerSettings | None = None, pause: str = "") -> Worker:
         log = tmp_path / f"worker-{name}.log"
         if via_cli:
             command = ["-m", "service.cli", "worker", "--concurrency", "1", "--queues", queues,
@@ -176,10 +177,15 @@ def start_worker(worker_config: WorkerSettings, worker_models: None, tmp_path: P
             command = ["-m", "celery", "-A", "worker.app", "worker", "--concurrency", "1",
                        "--queues", queues, "--loglevel", "info", "--hostname", f"{name}@test",
                        "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        environment = _environment(config or worker_config)
+        if pause:  # stop the pool process at that point (tests/worker/faults.py)
+            command = ["-c", "import sys, tests.worker.faults; from celery.__main__ import "
+                       "main; sys.argv[0] = 'celery'; main()", *command[2:]]
+            environment["INCITESCAN_TEST_PAUSE"] = pause
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [sys.executable, *command],
-                cwd=REPO_ROOT, env=_environment(config or worker_config), stdout=output, stderr=output,
+                cwd=REPO_ROOT, env=environment, stdout=output, stderr=output,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         worker = Worker(name, process, log)
         started.append(worker)

@@ -159,3 +159,63 @@ def test_a_stopped_worker_hands_its_task_back(
     if to == "main process":
         assert "grace of 1 s is over" in event["reason"]
         assert "handed back its tasks after the shutdown grace" in leaving.output()
+
+
+@pytest.fixture(scope="module")
+def leased_report(threat_knife_video: Path, worker_models: None) -> dict:
+    """`incitescan scan` of threat_knife with the LEASED options, in this process."""
+    return comparable(to_dict(scan(threat_knife_video, LEASED)))
+
+
+@pytest.mark.parametrize("point", [
+    "before:incitescan.start_scan", "before:incitescan.detect_chunk",
+    "before:incitescan.transcribe_chunk", "before:incitescan.finish_scan", "after:save_report"])
+def test_a_worker_killed_at_any_stage_loses_nothing(
+        point: str, start_worker, worker_config: WorkerSettings, threat_knife_video: Path,
+        leased_report: dict) -> None:
+    """The worker dies (SIGKILL) at `point`: the scan finishes once on another worker, the
+    killed task runs again there, and the report is the in-process one. Short leases here (the
+    default 30 s is measured in the test above) keep the matrix quick."""
+    config = replace(worker_config, visibility_timeout=1200.0, lease_timeout=8.0,
+                     heartbeat=2.0)
+    doomed = start_worker("doomed", config=config, pause=point)
+    scan_id = client.submit(threat_knife_video, LEASED, config=config)
+    until(lambda: "paused at " in doomed.output(), 240, f"the worker to reach {point}")
+    task_id = doomed.output().split("paused at ", 1)[1].split("in task ", 1)[1].split()[0]
+    survivor = start_worker("survivor", config=config)
+    doomed.kill()
+    killed_at = time.monotonic()
+    final, _ = watch([scan_id], config, timeout=240)
+    assert final[scan_id].state == "done", final[scan_id]
+    assert f"[{task_id}] received" in survivor.output()
+    print(f"\n{point}: scan done {time.monotonic() - killed_at:.1f} s after the kill")
+    assert final[scan_id].parts_done == final[scan_id].parts_total
+    assert comparable(client.result(scan_id, config=config)) == leased_report
+    (event,) = client.history(scan_id, config=config)
+    assert event["task_id"] == task_id and event["kind"] == "lease_lapsed"
+    assert client.dead_letters(config=config) == []
+    # Done once: one transition to done, whichever worker got there.
+    assert cluster_state(config).requeues == {"lease_lapsed": 1}
+
+
+def test_the_whole_worker_host_gone_loses_nothing(
+        start_worker, worker_config: WorkerSettings, threat_knife_video: Path,
+        benign_street_video: Path, leased_report: dict) -> None:
+    """Every worker process of a host killed at once, mid-scan: a worker started on another
+    host finishes both scans."""
+    config = replace(worker_config, visibility_timeout=1200.0, lease_timeout=8.0,
+                     heartbeat=2.0)
+    host = [start_worker("host-a", config=config), start_worker("host-b", config=config)]
+    knife = client.submit(threat_knife_video, LEASED, config=config)
+    street = client.submit(benign_street_video, LEASED, config=config)
+    until(lambda: all(held_by(config, f"{w.name}@test", "incitescan.detect_chunk")
+                      for w in host), 240, "both workers to hold a detect chunk")
+    for worker in host:
+        worker.kill()
+    start_worker("elsewhere", config=config)
+    final, _ = watch([knife, street], config, timeout=240)
+    assert [final[i].state for i in (knife, street)] == ["done", "done"], final
+    assert comparable(client.result(knife, config=config)) == leased_report
+    requeued = client.history(knife, config=config) + client.history(street, config=config)
+    assert len(requeued) == 2 and {e["worker"] for e in requeued} == {"host-a@test",
+                                                                     "host-b@test"}
