@@ -53,11 +53,17 @@ PRIORITY_STEPS = (0, 3, 6, 9)  # as in `worker.app`
 QUEUE_SEPARATOR = "\x06\x16"  # kombu's Redis transport: `<queue><sep><priority step>`
 
 
-def held_task(request: Any) -> tuple[str, dict[str, Any]] | None:
+def held_task(request: Any, channel: Any = None) -> tuple[str, dict[str, Any]] | None:
     """(delivery tag, description) of a Celery request this worker holds, or None when it is
-    already acknowledged or carries no delivery tag."""
-    tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+    already acknowledged, carries no delivery tag, or came through another channel than the
+    consumer's current `channel`: after a lost broker connection Celery never acknowledges
+    such a message (it cancels the task, and may keep the dead request in its books), so its
+    lease must lapse and the watchdog hand it back."""
+    message = getattr(request, "message", None)
+    tag = getattr(message, "delivery_tag", None)
     if tag is None or getattr(request, "acknowledged", False):
+        return None
+    if channel is not None and getattr(message, "channel", channel) is not channel:
         return None
     kwargs = request.kwargs if isinstance(request.kwargs, dict) else {}
     return str(tag), {"task": request.task_name, "task_id": request.id,
@@ -84,6 +90,7 @@ class Heartbeat:
     config: WorkerSettings
     hostname: str
     pool_pids: Any = None  # callable returning the pids of the pool processes
+    current_channel: Any = None  # callable returning the consumer's channel now
     held: dict[str, dict[str, Any]] = field(default_factory=dict)
     received: dict[str, Any] = field(default_factory=dict)  # tag -> request, until acked
     # Released by Celery (acknowledged or rejected) but still unacknowledged in the broker: a
@@ -162,7 +169,8 @@ class Heartbeat:
         with self._lock:
             self.received = {t: r for t, r in self.received.items() if not r.acknowledged}
             extra = list(self.received.values())
-        held = dict(filter(None, (held_task(r) for r in _requests(extra))))
+        channel = self.current_channel() if self.current_channel else None
+        held = dict(filter(None, (held_task(r, channel) for r in _requests(extra))))
         ttl = int(self.config.lease_timeout * 1000)
         stamp = time.time()
         worker = {"hostname": self.hostname, "pid": os.getpid(), "started_at": self.started_at,
@@ -176,7 +184,8 @@ class Heartbeat:
                     pipe.hexists(unacked_key, tag)
                 still = pipe.execute()
             self.unsettled = {tag: task for (tag, task), unacked
-                              in zip(unsettled.items(), still, strict=True) if unacked}
+                              in zip(unsettled.items(), still, strict=True)
+                              if unacked and tag not in held}
         with self.client.pipeline(transaction=False) as pipe:
             pipe.set(f"{WORKER}:{self.hostname}", json.dumps(worker), px=ttl)
             for tag, task in held.items():
@@ -301,8 +310,12 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     def pool_pids() -> list[int]:
         return list((pool.info or {}).get("processes", []))
 
+    def current_channel() -> Any:
+        consumer = getattr(sender, "task_consumer", None)
+        return getattr(consumer, "channel", None)
+
     _heartbeat = Heartbeat(app=sender.app, config=settings(), hostname=sender.hostname,
-                           pool_pids=pool_pids)
+                           pool_pids=pool_pids, current_channel=current_channel)
     _heartbeat.start()
     log.info("%s: leases every %g s, lapsing after %g s; shutdown grace %g s",
              sender.hostname, _heartbeat.config.heartbeat, _heartbeat.config.lease_timeout,

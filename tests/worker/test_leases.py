@@ -219,3 +219,26 @@ def test_the_whole_worker_host_gone_loses_nothing(
     requeued = client.history(knife, config=config) + client.history(street, config=config)
     assert len(requeued) == 2 and {e["worker"] for e in requeued} == {"host-a@test",
                                                                      "host-b@test"}
+
+
+def test_scans_finish_once_when_redis_is_down_longer_than_a_lease(
+        redis_server, start_worker, worker_config: WorkerSettings, threat_knife_video: Path,
+        benign_street_video: Path, leased_report: dict) -> None:
+    """Redis (with its append-only file) restarted mid-scan and down for longer than a lease:
+    every lease lapses meanwhile, so the watchdog may hand back tasks that are still running;
+    they run twice, harmlessly, and each scan finishes once with the in-process report."""
+    config = replace(worker_config, visibility_timeout=1200.0, lease_timeout=6.0,
+                     heartbeat=2.0)
+    workers = [start_worker("one", config=config), start_worker("two", config=config)]
+    knife = client.submit(threat_knife_video, LEASED, config=config)
+    street = client.submit(benign_street_video, LEASED, config=config)
+    until(lambda: any(held_by(config, f"{w.name}@test", "incitescan.detect_chunk")
+                      for w in workers), 240, "a detect chunk to run")
+    redis_server.restart(down_for=8.0)
+    final, _ = watch([knife, street], config, timeout=300)
+    assert [final[i].state for i in (knife, street)] == ["done", "done"], final
+    assert comparable(client.result(knife, config=config)) == leased_report
+    assert client.dead_letters(config=config) == []
+    assert all(w.process.poll() is None for w in workers), "workers survive the outage"
+    assert cluster_state(config).queues == {q: {0: 0, 3: 0, 6: 0, 9: 0}
+                                            for q in ("scan", "detect", "speech")}
