@@ -117,7 +117,7 @@ class DeploymentCollector:
                                     labels=["model"])
         raw = broker.hgetall(MODEL_LOAD)
         for model in sorted({key.split("|", 1)[0] for key in raw}):
-            loads.add_metric([model], float(raw.get(f"{model}|count", 0)),
+            loads.add_metric([model], int(raw.get(f"{model}|count", 0)),
                              float(raw.get(f"{model}|sum", 0)))
         yield loads
 
