@@ -71,6 +71,7 @@ def run(label: str, scans: int, workers: int, kill_every: float, config: WorkerS
     """Submit `scans` scans at once to `workers` workers (killing one every `kill_every`
     seconds when positive); the figures of the run."""
     running = [start_worker(f"{label}-{i}", config, logs) for i in range(workers)]
+    names = {w.pid: f"{label}-{i}" for i, w in enumerate(running)}
     started_workers = workers
     time.sleep(5)
     began = time.monotonic()
@@ -85,11 +86,17 @@ def run(label: str, scans: int, workers: int, kill_every: float, config: WorkerS
         if all(s.finished for s in states.values()) or time.monotonic() - began > 3600:
             break
         if kill_every > 0 and time.monotonic() >= next_kill:
-            victim = running.pop(kills % len(running))
-            kill(victim)
-            kills += 1
-            running.append(start_worker(f"{label}-{started_workers}", config, logs))
-            started_workers += 1
+            # The oldest worker that has started consuming (killing one still importing its
+            # libraries would test nothing); none ready yet: try again at the next tick.
+            ready = [w for w in running if " ready." in
+                     (logs / f"{names[w.pid]}.log").read_text(errors="replace")]
+            if ready:
+                running.remove(ready[0])
+                kill(ready[0])
+                kills += 1
+                running.append(start_worker(f"{label}-{started_workers}", config, logs))
+                names[running[-1].pid] = f"{label}-{started_workers}"
+                started_workers += 1
             next_kill += kill_every
         time.sleep(0.5)
     wall = time.monotonic() - began
