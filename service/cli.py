@@ -345,7 +345,12 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
     config = settings_of_workers()
     if args.prometheus:
-        sys.stdout.write(render(config))
+        try:
+            sys.stdout.write(render(config))
+        except ModuleNotFoundError as exc:
+            err.print(f"incitescan: {exc.name} is not installed; pip install prometheus-client",
+                      markup=False, highlight=False)
+            return EXIT_BAD_INPUT
         return EXIT_OK
     state = cluster_state(config)
     if args.json:
@@ -379,7 +384,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     from worker.metrics import serve
 
-    serve(args.port, args.host, settings_of_workers())
+    try:
+        serve(args.port, args.host, settings_of_workers())
+    except ModuleNotFoundError as exc:
+        err.print(f"incitescan: {exc.name} is not installed; pip install prometheus-client",
+                  markup=False, highlight=False)
+        return EXIT_BAD_INPUT
     err.print(f"metrics on http://{args.host}:{args.port}/metrics", markup=False,
               highlight=False)
     while True:

@@ -21,14 +21,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from celery import signals
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-    SummaryMetricFamily,
-)
 
 from .config import WorkerSettings, settings
 from .leases import REQUEUES, cluster_state
@@ -87,7 +79,15 @@ class DeploymentCollector:
     def __init__(self, config: WorkerSettings) -> None:
         self.config = config
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Any]:
+        # Imported here: workers only write to Redis and run without prometheus-client.
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            SummaryMetricFamily,
+        )
+
 
 
         broker: Any = redis_client(self.config.broker_url)
@@ -143,8 +143,10 @@ class DeploymentCollector:
                                 value=float(len(cluster.workers)))
 
 
-def registry(config: WorkerSettings) -> CollectorRegistry:
-    """A registry holding only the deployment's metrics."""
+def registry(config: WorkerSettings) -> Any:
+    """A prometheus-client registry holding only the deployment's metrics."""
+    from prometheus_client import CollectorRegistry
+
     reg = CollectorRegistry(auto_describe=False)
     reg.register(DeploymentCollector(config))  # type: ignore[arg-type]
     return reg
@@ -152,11 +154,15 @@ def registry(config: WorkerSettings) -> CollectorRegistry:
 
 def render(config: WorkerSettings | None = None) -> str:
     """The deployment's metrics in Prometheus' text format."""
+    from prometheus_client import generate_latest
+
     return generate_latest(registry(config or settings())).decode()
 
 
 def serve(port: int, addr: str = "127.0.0.1", config: WorkerSettings | None = None) -> Any:
     """Serve the deployment's metrics on http://`addr`:`port`/metrics (a daemon thread);
     returns the server."""
+    from prometheus_client import start_http_server
+
     server, _ = start_http_server(port, addr=addr, registry=registry(config or settings()))
     return server
