@@ -402,9 +402,85 @@ def cmd_worker(args: argparse.Namespace) -> int:
     name = args.name or f"incitescan-{os.getpid()}@{socket.gethostname()}"
     if args.preload:
         os.environ["INCITESCAN_PRELOAD"] = "1"  # read by each pool process as it starts
+    if args.shutdown_grace is not None:
+        os.environ["INCITESCAN_SHUTDOWN_GRACE"] = str(args.shutdown_grace)  # read at ready
     app.worker_main(["worker", "--concurrency", str(concurrency), "--queues", queues,
                      "--loglevel", loglevel, "--hostname", name])
     return EXIT_OK
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    """Print the live workers, the tasks they hold with their lease ages, the queue depths and
+    the re-enqueue counts (or the deployment's Prometheus metrics)."""
+    import json
+    from dataclasses import asdict
+
+    from worker.leases import cluster_state
+    from worker.metrics import render
+
+    config = settings_of_workers()
+    if args.prometheus:
+        try:
+            sys.stdout.write(render(config))
+        except ModuleNotFoundError as exc:
+            err.print(f"incitescan: {exc.name} is not installed; pip install prometheus-client",
+                      markup=False, highlight=False)
+            return EXIT_BAD_INPUT
+        return EXIT_OK
+    state = cluster_state(config)
+    if args.json:
+        sys.stdout.write(json.dumps(asdict(state), indent=2) + "\n")
+        return EXIT_OK
+    lines = [f"{len(state.workers)} live worker(s)"]
+    for worker in state.workers:
+        lines.append(f"{worker.hostname} pid {worker.pid} up since {worker.started_at} "
+                     f"(heartbeat {worker.heartbeat_age:.0f} s ago)")
+        for task in worker.tasks:
+            running = (f"running {task.running_for:.0f} s" if task.running_for is not None
+                       else "reserved")
+            chunk = f" chunk {task.index}" if task.index is not None else ""
+            lines.append(f"  {task.task} scan {task.scan_id}{chunk} {running}, "
+                         f"lease renewed {task.lease_age:.0f} s ago")
+    for task in state.orphaned:
+        lines.append(f"orphaned (its worker is gone; the watchdog hands it back): {task.task} "
+                     f"scan {task.scan_id}, lease renewed {task.lease_age:.0f} s ago")
+    for queue, steps in state.queues.items():
+        waiting = ", ".join(f"priority {step}: {count}" for step, count in steps.items())
+        lines.append(f"queue {queue}: {sum(steps.values())} waiting ({waiting})")
+    lines.append(f"unacknowledged: {state.unacknowledged}; re-enqueued: "
+                 + (", ".join(f"{k} {v}" for k, v in sorted(state.requeues.items())) or "none"))
+    out.print("\n".join(lines), markup=False, highlight=False)
+    return EXIT_OK
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Serve the deployment's Prometheus metrics over HTTP until interrupted."""
+    import time
+
+    from worker.metrics import serve
+
+    try:
+        serve(args.port, args.host, settings_of_workers())
+    except ModuleNotFoundError as exc:
+        err.print(f"incitescan: {exc.name} is not installed; pip install prometheus-client",
+                  markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    err.print(f"metrics on http://{args.host}:{args.port}/metrics", markup=False,
+              highlight=False)
+    while True:
+        time.sleep(3600)
+
+
+def settings_of_workers():  # type: ignore[no-untyped-def]
+    """The distributed scanner's settings (INCITESCAN_BROKER_URL, ...); a bad value ends the
+    command with its one-line message."""
+    from worker.config import settings
+
+    try:
+        return settings()
+    except ValueError as exc:
+        err.print(f"incitescan: {exc}", markup=False, highlight=False)
+        raise SystemExit(EXIT_BAD_INPUT) from None
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -613,7 +689,22 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--name", help="worker node name (default incitescan-PID@HOST)")
     work.add_argument("--preload", action="store_true",
                       help="load the default models when a process starts, not at its first task")
+    work.add_argument("--shutdown-grace", type=float, metavar="S",
+                      help="on SIGTERM, seconds the running task may take before it is handed "
+                      "back to the queue (env INCITESCAN_SHUTDOWN_GRACE, default 60)")
     work.set_defaults(run=cmd_worker)
+
+    workers = sub.add_parser("workers", help="live workers, their tasks and lease ages, queue "
+                             "depths, re-enqueues")
+    workers.add_argument("--json", action="store_true", help="print JSON")
+    workers.add_argument("--prometheus", action="store_true",
+                         help="print the Prometheus metrics of the deployment")
+    workers.set_defaults(run=cmd_workers)
+
+    metrics = sub.add_parser("metrics", help="serve the deployment's Prometheus metrics")
+    metrics.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    metrics.add_argument("--port", type=int, default=9808, help="port to listen on (9808)")
+    metrics.set_defaults(run=cmd_metrics)
 
     submit = sub.add_parser("submit", help="queue distributed scans; prints one scan id per line")
     submit.add_argument("paths", nargs="+", metavar="VIDEO")

@@ -29,7 +29,7 @@ TASK_QUEUES = {
 def make_app(config: WorkerSettings) -> Celery:
     """A Celery app for `config` (one per distinct configuration and process)."""
     app = Celery("incitescan", broker=config.broker_url, backend=config.result_backend,
-                 include=["worker.tasks"])
+                 include=["worker.tasks", "worker.leases", "worker.metrics"])
     restore_every = max(1, min(10, int(config.visibility_timeout / 10)))
     redis_options = {
         "socket_timeout": 30,  # a vanished broker is noticed instead of waited on forever

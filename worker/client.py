@@ -58,6 +58,7 @@ class ScanStatus:
     parts_total: int = 0
     error_code: str | None = None
     error_message: str | None = None
+    requeues: int = 0  # tasks of this scan re-enqueued because their worker died or stopped
 
     @property
     def finished(self) -> bool:
@@ -99,7 +100,13 @@ def status(scan_id: str, *, config: WorkerSettings | None = None) -> ScanStatus:
         submitted_at=record.get("submitted_at", ""), started_at=record.get("started_at"),
         finished_at=record.get("finished_at"), parts_done=int(record.get("parts_done") or 0),
         parts_total=int(record.get("parts_total") or 0), error_code=record.get("error_code"),
-        error_message=record.get("error_message"))
+        error_message=record.get("error_message"), requeues=int(record.get("requeues") or 0))
+
+
+def history(scan_id: str, *, config: WorkerSettings | None = None) -> list[dict[str, Any]]:
+    """What happened to scan `scan_id` besides its state changes (re-enqueued tasks and
+    why), oldest first."""
+    return _store(config or settings()).history(scan_id)
 
 
 def result(scan_id: str, *, config: WorkerSettings | None = None) -> dict[str, Any]:

@@ -43,6 +43,14 @@ class WorkerSettings:
     chunk_time_limit: float = 900.0  # hard limit of a detect/speech chunk task (s)
     scan_time_limit: float = 300.0  # hard limit of the start and finish tasks (s)
     result_ttl: float = 30 * 86400.0  # how long reports, parts and scan records are kept (s)
+    # Leases (`worker.leases`): a worker renews the lease of every task it holds every
+    # `heartbeat` seconds; a lease not renewed for `lease_timeout` seconds (its worker died) has
+    # its task handed back to the queue by the watchdog, long before the visibility timeout.
+    lease_timeout: float = 30.0
+    heartbeat: float = 5.0
+    # Seconds a worker told to stop (SIGTERM) may finish its current task before handing it
+    # back to the queue and exiting.
+    shutdown_grace: float = 60.0
 
     @classmethod
     def from_env(cls) -> WorkerSettings:
@@ -58,7 +66,18 @@ class WorkerSettings:
             chunk_time_limit=_float("INCITESCAN_CHUNK_TIME_LIMIT", default.chunk_time_limit),
             scan_time_limit=_float("INCITESCAN_SCAN_TIME_LIMIT", default.scan_time_limit),
             result_ttl=_float("INCITESCAN_RESULT_TTL", default.result_ttl),
+            lease_timeout=_float("INCITESCAN_LEASE_TIMEOUT", default.lease_timeout),
+            heartbeat=_float("INCITESCAN_HEARTBEAT", default.heartbeat),
+            shutdown_grace=_float("INCITESCAN_SHUTDOWN_GRACE", default.shutdown_grace),
         )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat <= self.lease_timeout / 2:
+            raise ValueError(f"INCITESCAN_HEARTBEAT ({self.heartbeat:g} s) must be positive and "
+                             f"at most half of INCITESCAN_LEASE_TIMEOUT "
+                             f"({self.lease_timeout:g} s)")
+        if self.shutdown_grace < 0:
+            raise ValueError("INCITESCAN_SHUTDOWN_GRACE must not be negative")
 
 
 def settings() -> WorkerSettings:

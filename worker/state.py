@@ -3,9 +3,13 @@
 - `incitescan:scan:<id>` (hash): one submitted scan: its state (queued, running, done, failed),
   progress, the upload's display name and storage key, options, timestamps and failure reason;
 - `incitescan:scan:<id>:done` (set): the chunk parts finished for it (progress counts these);
+- `incitescan:scan:<id>:history` (list, oldest first): what happened to it besides the state
+  changes, e.g. a task re-enqueued because its worker died (`worker.leases`);
 - `incitescan:parts:<result key>` (hash): chunk results by part id (`detect:3`, `speech:3`);
 - `incitescan:report:<result key>`: the finished report;
-- `incitescan:dead-letters` (list, newest first): every task failure and its reason.
+- `incitescan:dead-letters` (list, newest first): every task failure and its reason;
+- `incitescan:stats:scans` (hash): how many scans entered each state, and
+  `incitescan:active` (set): the ids of scans not yet done or failed (for `worker.metrics`).
 
 A result key is the sha256 of the video, the settings and the model versions, so a retried or
 duplicated task finds its part already there and a re-submitted video its report. Everything
@@ -29,6 +33,8 @@ from pipelines.scan import ScanOptions
 PREFIX = "incitescan"
 DEAD_LETTERS = f"{PREFIX}:dead-letters"
 DEAD_LETTERS_KEPT = 10_000
+SCAN_COUNTS = f"{PREFIX}:stats:scans"
+ACTIVE = f"{PREFIX}:active"
 STATES = ("queued", "running", "done", "failed")
 FINAL_STATES = ("done", "failed")
 
@@ -82,6 +88,8 @@ class ScanStore:
             pipe.hset(key, mapping={**_text(fields), "state": "queued", "progress": "0",
                                     "submitted_at": now()})
             pipe.expire(key, self.ttl)
+            pipe.hincrby(SCAN_COUNTS, "queued", 1)
+            pipe.sadd(ACTIVE, scan_id)
             pipe.execute()
 
     def get(self, scan_id: str) -> dict[str, str] | None:
@@ -104,10 +112,30 @@ class ScanStore:
                 return False
             pipe.multi()
             pipe.hset(key, mapping={**_text(fields), "state": to})
+            if to != current:
+                pipe.hincrby(SCAN_COUNTS, to, 1)
+            if to in FINAL_STATES:
+                pipe.srem(ACTIVE, scan_id)
             return True
 
         changed: bool = self.client.transaction(change, key, value_from_callable=True)
         return changed
+
+    def active_states(self) -> dict[str, int]:
+        """How many scans are queued and running now (ids whose record expired are dropped)."""
+        ids = list(self.client.smembers(ACTIVE))
+        with self.client.pipeline(transaction=False) as pipe:
+            for scan_id in ids:
+                pipe.hget(self._scan(scan_id), "state")
+            states = pipe.execute()
+        counts = {"queued": 0, "running": 0}
+        gone = [i for i, state in zip(ids, states, strict=True) if state not in counts]
+        for state in states:
+            if state in counts:
+                counts[state] += 1
+        if gone:
+            self.client.srem(ACTIVE, *gone)
+        return counts
 
     def part_done(self, scan_id: str, part: str) -> None:
         """Count `part` of scan `scan_id` as finished (idempotent) and update its progress."""
@@ -122,6 +150,22 @@ class ScanStore:
         if total:
             # 99 at most: the scan is 100 % done only once its report is stored.
             self.update(scan_id, parts_done=done, progress=min(99.0, round(100 * done / total, 1)))
+
+    def note(self, scan_id: str, **event: Any) -> None:
+        """Add `event` to the history of scan `scan_id`; a re-enqueue is also counted in its
+        record (`requeues`)."""
+        key = f"{self._scan(scan_id)}:history"
+        with self.client.pipeline() as pipe:
+            pipe.rpush(key, json.dumps({"at": now(), **event}))
+            pipe.expire(key, self.ttl)
+            if event.get("event") == "requeued":
+                pipe.hincrby(self._scan(scan_id), "requeues", 1)
+            pipe.execute()
+
+    def history(self, scan_id: str) -> list[dict[str, Any]]:
+        """The history events of scan `scan_id`, oldest first."""
+        events = self.client.lrange(f"{self._scan(scan_id)}:history", 0, -1)
+        return [json.loads(e) for e in events]
 
     # ----------------------------------------------------------------- parts and reports
 

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,6 +58,7 @@ from pipelines.vision import Detector
 from .app import app
 from .codec import from_data, to_data
 from .config import settings
+from .metrics import record_model_load
 from .state import FINAL_STATES, ScanStore, now, redis_client, result_key
 from .storage import Storage, open_storage
 
@@ -139,7 +141,9 @@ def detectors_for(options: ScanOptions) -> list[Detector]:
     with _loading:
         if key not in _detectors:
             log.info("loading detectors %s in process %d", options.detectors, os.getpid())
+            began = time.monotonic()
             _detectors[key] = load_models(replace(options, speech_model="")).detectors
+            _loaded(",".join(options.detectors), time.monotonic() - began)
     return _detectors[key]
 
 
@@ -150,10 +154,20 @@ def transcriber_for(options: ScanOptions) -> Transcriber:
     with _loading:
         if key not in _transcribers:
             log.info("loading %s in process %d", options.speech_model_name, os.getpid())
+            began = time.monotonic()
             transcriber = load_models(replace(options, detectors=())).transcriber
             assert transcriber is not None
+            _loaded(options.speech_model_name, time.monotonic() - began)
             _transcribers[key] = transcriber
     return _transcribers[key]
+
+
+def _loaded(model: str, seconds: float) -> None:
+    log.info("loaded %s in %.1f s", model, seconds)
+    try:
+        record_model_load(redis_client(CONFIG.broker_url), model, seconds)
+    except Exception:  # noqa: BLE001 - a lost sample must not fail the scan
+        log.warning("could not record the load time of %s", model, exc_info=True)
 
 
 @worker_process_init.connect

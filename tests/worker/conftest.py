@@ -152,6 +152,9 @@ def _environment(config: WorkerSettings) -> dict[str, str]:
             "INCITESCAN_CHUNK_TIME_LIMIT": str(config.chunk_time_limit),
             "INCITESCAN_SCAN_TIME_LIMIT": str(config.scan_time_limit),
             "INCITESCAN_RESULT_TTL": str(config.result_ttl),
+            "INCITESCAN_LEASE_TIMEOUT": str(config.lease_timeout),
+            "INCITESCAN_HEARTBEAT": str(config.heartbeat),
+            "INCITESCAN_SHUTDOWN_GRACE": str(config.shutdown_grace),
             "PYTHONWARNINGS": "ignore"}  # the worker's own logs only
 
 
@@ -160,11 +163,13 @@ def start_worker(worker_config: WorkerSettings, worker_models: None, tmp_path: P
                  ) -> Iterator[Callable[..., Worker]]:
     """Factory of worker subprocesses (concurrency 1, all queues); all stopped at teardown.
     `start_worker(name)` returns once the worker is consuming; `via_cli=True` starts it with
-    `incitescan worker` instead of `celery worker`; `env` adds to (or replaces in) its
-    environment."""
+    `incitescan worker` instead of `celery worker`; `config` replaces the test's settings;
+    `pause` stops the worker's pool process at that point (see tests/worker/faults.py); `env`
+    adds to (or replaces in) its environment."""
     started: list[Worker] = []
 
     def start(name: str, queues: str = "scan,detect,speech", via_cli: bool = False,
+              config: WorkerSettings | None = None, pause: str = "",
               env: dict[str, str] | None = None) -> Worker:
         log = tmp_path / f"worker-{name}.log"
         if via_cli:
@@ -174,11 +179,15 @@ def start_worker(worker_config: WorkerSettings, worker_models: None, tmp_path: P
             command = ["-m", "celery", "-A", "worker.app", "worker", "--concurrency", "1",
                        "--queues", queues, "--loglevel", "info", "--hostname", f"{name}@test",
                        "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        environment = _environment(config or worker_config)
+        if pause:  # stop the pool process at that point (tests/worker/faults.py)
+            command = ["-c", "import sys, tests.worker.faults; from celery.__main__ import "
+                       "main; sys.argv[0] = 'celery'; main()", *command[2:]]
+            environment["INCITESCAN_TEST_PAUSE"] = pause
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [sys.executable, *command],
-                cwd=REPO_ROOT, env={**_environment(worker_config), **(env or {})},
-                stdout=output, stderr=output,
+                cwd=REPO_ROOT, env={**environment, **(env or {})}, stdout=output, stderr=output,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         worker = Worker(name, process, log)
         started.append(worker)

@@ -176,3 +176,19 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("INCITESCAN_VISIBILITY_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="INCITESCAN_VISIBILITY_TIMEOUT"):
         WorkerSettings.from_env()
+
+
+def test_lease_settings_come_from_the_environment_and_are_checked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INCITESCAN_LEASE_TIMEOUT", "12")
+    monkeypatch.setenv("INCITESCAN_HEARTBEAT", "3")
+    monkeypatch.setenv("INCITESCAN_SHUTDOWN_GRACE", "90")
+    config = WorkerSettings.from_env()
+    assert (config.lease_timeout, config.heartbeat, config.shutdown_grace) == (12.0, 3.0, 90.0)
+    monkeypatch.setenv("INCITESCAN_HEARTBEAT", "7")  # a lease could lapse between two beats
+    with pytest.raises(ValueError, match="at most half of INCITESCAN_LEASE_TIMEOUT"):
+        WorkerSettings.from_env()
+    monkeypatch.setenv("INCITESCAN_HEARTBEAT", "3")
+    monkeypatch.setenv("INCITESCAN_SHUTDOWN_GRACE", "-1")
+    with pytest.raises(ValueError, match="INCITESCAN_SHUTDOWN_GRACE"):
+        WorkerSettings.from_env()
