@@ -106,9 +106,9 @@ class CountingDetector:
         self.name = detector.name
         self.frames = 0
 
-    def detect(self, frames, scale):
+    def detect(self, frames, scale, context=()):
         self.frames += len(frames)
-        return self.detector.detect(frames, scale)
+        return self.detector.detect(frames, scale, context)
 
 
 def test_still_frames_reuse_the_last_check_and_changes_are_checked() -> None:
