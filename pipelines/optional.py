@@ -18,7 +18,7 @@ from dataclasses import replace
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from .errors import ScanError, WeightsMissing
+from .errors import ScanError, WeightsCorrupt, WeightsMissing
 from .matching import FingerprintUnavailable, fpcalc_binary
 from .types import Skipped
 from .weights import load_manifest, model_path
@@ -54,7 +54,8 @@ def parse_require(text: str) -> tuple[str, ...]:
 
 
 def usable_options(options: ScanOptions) -> tuple[ScanOptions, tuple[Skipped, ...]]:
-    """`options` less the optional parts whose program or weights are missing, and why each was
+    """`options` less the optional parts whose program or weights are missing (not installed;
+    corrupt weights still fail), and why each was
     left out. Raises the part's own error (WeightsMissing, FingerprintUnavailable) when it is in
     `options.require`, and the first weights error when no model at all is left to score with.
     Cheap: weights are checked against their stamps, not hashed again."""
@@ -68,7 +69,9 @@ def usable_options(options: ScanOptions) -> tuple[ScanOptions, tuple[Skipped, ..
             if name in manifest:  # an unknown name is load_models' error to raise
                 model_path(name)
         except WeightsMissing as exc:
-            if "detectors" in required:
+            # Damaged weights (a sha256 mismatch) are never skipped: they fail the scan, naming
+            # the file and the fix; only weights that are not installed degrade.
+            if "detectors" in required or isinstance(exc, WeightsCorrupt):
                 raise
             errors.append(exc)
             skipped.append(Skipped(f"detector:{name}", exc.code,
@@ -80,7 +83,7 @@ def usable_options(options: ScanOptions) -> tuple[ScanOptions, tuple[Skipped, ..
         try:
             model_path(options.speech_model_name)
         except WeightsMissing as exc:
-            if "speech" in required:
+            if "speech" in required or isinstance(exc, WeightsCorrupt):
                 raise
             errors.append(exc)
             skipped.append(Skipped("speech", exc.code, "speech was not transcribed (no threat "
