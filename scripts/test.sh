@@ -32,12 +32,12 @@ if [ "$status" -eq 5 ]; then
   exit 1
 fi
 # Speed guard (docs/performance.md): baseline and ours scan a 20-s handheld clip with speech in
-# this job; ours must be at least 1.5x faster (a ratio, so a slow or busy runner does not fail it).
-# The target is 2x; on this handheld clip ours measured 1.7-1.8x (docs/performance.md),
-# so the guard catches regressions from today's speed, not the target.
+# this job; ours must be at least 1.3x faster (a ratio, so a slow or busy runner does not fail it).
+# The target is 2x; on this handheld clip ours measured 1.63-1.84x (docs/performance.md),
+# so the guard catches large regressions from today's speed, not the target.
 # About 2-3 minutes. INCITESCAN_SPEED_GUARD=0 skips it (e.g. when running a few tests locally).
 if [ "$status" -eq 0 ] && [ "${INCITESCAN_SPEED_GUARD:-1}" != "0" ]; then
-  echo "==> speed guard: ours at least 1.5x faster than the baseline"
-  .venv/bin/python bench/perf.py --check 1.5 || status=1
+  echo "==> speed guard: ours at least 1.3x faster than the baseline"
+  .venv/bin/python bench/perf.py --check 1.3 || status=1
 fi
 exit "$status"
