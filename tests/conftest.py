@@ -5,6 +5,7 @@ says what the clip holds; ``samples/README.md`` has the full story), the clips' 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,16 @@ def kitchen_benign_video() -> Path:
     """20 s: kitchen knives cutting food throughout (knife boxes true); a recipe read aloud
     ("chop", "cut", "slice"). Hard negative. Incitement: false."""
     return _sample("kitchen_benign.mp4")
+
+
+@pytest.fixture()
+def tools_without_fpcalc(tmp_path: Path) -> Path:
+    """A folder with links to the real ffmpeg and ffprobe and nothing else (no fpcalc): a PATH
+    for a scan on a machine without Chromaprint."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for tool in ("ffmpeg", "ffprobe"):
+        found = shutil.which(tool)
+        assert found, f"{tool} is not installed"
+        (folder / tool).symlink_to(found)
+    return folder

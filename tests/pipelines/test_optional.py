@@ -25,14 +25,9 @@ FAST = ScanOptions(speech_model="tiny.en")
 
 
 @pytest.fixture()
-def without_fpcalc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def without_fpcalc(tools_without_fpcalc: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """PATH is one folder with links to the real ffmpeg and ffprobe, and no fpcalc."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for tool in ("ffmpeg", "ffprobe"):
-        found = shutil.which(tool)
-        assert found, f"{tool} is not installed"
-        (folder / tool).symlink_to(found)
+    folder = tools_without_fpcalc
     monkeypatch.setenv("PATH", str(folder))
     assert shutil.which("fpcalc") is None
     return folder

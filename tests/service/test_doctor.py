@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,15 +31,9 @@ def doctor(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str
 
 
 @pytest.fixture()
-def path_without_fpcalc(tmp_path: Path) -> str:
+def path_without_fpcalc(tools_without_fpcalc: Path) -> str:
     """A PATH of one folder with links to the real ffmpeg and ffprobe only (and this Python)."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for tool in ("ffmpeg", "ffprobe"):
-        found = shutil.which(tool)
-        assert found, f"{tool} is not installed"
-        (folder / tool).symlink_to(found)
-    return f"{folder}{os.pathsep}{Path(sys.executable).parent}"
+    return f"{tools_without_fpcalc}{os.pathsep}{Path(sys.executable).parent}"
 
 
 def test_doctor_reports_the_real_tool_versions_and_passes(tmp_path: Path) -> None:

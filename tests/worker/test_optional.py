@@ -6,7 +6,6 @@ fingerprint fails with `fpcalc_missing`."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -25,13 +24,8 @@ OPTIONS = ScanOptions(fps=0.5, speech_model="tiny.en", detectors=("yolo11n-coco-
 
 def test_a_worker_without_fpcalc_scans_and_reports_the_skip(
         start_worker, worker_config: WorkerSettings, threat_knife_video: Path,
-        tmp_path: Path) -> None:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for tool in ("ffmpeg", "ffprobe"):
-        found = shutil.which(tool)
-        assert found, f"{tool} is not installed"
-        (folder / tool).symlink_to(found)
+        tools_without_fpcalc: Path) -> None:
+    folder = tools_without_fpcalc
     start_worker("nofpcalc", env={"PATH": f"{folder}{os.pathsep}{Path(sys.executable).parent}"})
     scan_id = client.submit(threat_knife_video, OPTIONS, config=worker_config)
     required = client.submit(threat_knife_video, replace(OPTIONS, require=("fingerprint",)),
