@@ -159,9 +159,6 @@ def load_text_model() -> TextModel:
     meta, arrays = saved["meta"], saved["arrays"]
     tokenizer, encoder = load_encoder()
     merge_adapters(encoder, arrays, float(meta["lora_alpha"]) / float(meta["lora_rank"]))
-    import torch
-
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     return TextModel(spec.ref, tokenizer, encoder, arrays["head.weight"].astype(np.float32),
                      float(arrays["head.bias"].reshape(-1)[0]), float(meta["temperature"]),
                      float(meta["threshold"]))

@@ -59,10 +59,6 @@ class ClassifierAnalyser:
     def name(self) -> str:
         return f"classifier:{self._model.name if self._model else text_model_ref()}"
 
-    def line_probabilities(self, texts: Sequence[str]) -> list[float]:
-        """P(threat) of each text: the highest of its whole-line and window probabilities."""
-        return [best[0] if best else 0.0 for best in self._best_spans(texts)]
-
     def _best_spans(self, texts: Sequence[str]) -> list[tuple[float, Window] | None]:
         windows = [word_windows(t) for t in texts]
         pieces = [t[w[2]:w[3]] for t, ws in zip(texts, windows, strict=True) for w in ws]
